@@ -1,0 +1,1 @@
+//! Authentication: API keys and login JWTs, turned into a [`wagate_core::Principal`].

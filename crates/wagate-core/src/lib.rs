@@ -1,0 +1,26 @@
+//! Domain types shared by every wagate crate.
+//!
+//! Everything here is parsed, never trusted: a value of one of these types is valid by
+//! construction (`SessionId::parse`, `Phone::parse`, ...), so the layers above never re-check.
+
+pub mod caps;
+pub mod ids;
+pub mod phone;
+pub mod session;
+
+pub use caps::{Capabilities, Capability, Principal, PrincipalKind, Role};
+pub use ids::{ApiKeyId, IdError, InstanceId, OrgId, SessionId};
+pub use phone::{Phone, PhoneError};
+pub use session::{
+    ApiKeyRecord, EngineKind, Identity, NewApiKey, NewSession, Session, SessionStatus,
+};
+
+/// The time type used everywhere: UTC, serialized as RFC 3339.
+pub type Timestamp = chrono::DateTime<chrono::Utc>;
+
+/// Current time truncated to milliseconds, so that values survive a round trip through
+/// any backend unchanged (PostgreSQL keeps microseconds, SQLite text keeps what it gets).
+pub fn now() -> Timestamp {
+    use chrono::{SubsecRound, Utc};
+    Utc::now().trunc_subsecs(3)
+}

@@ -1,0 +1,116 @@
+//! The engine boundary.
+//!
+//! An [`Engine`] knows how to run one kind of session (`whatsapp` or `sandbox`). The
+//! [`supervisor::Supervisor`] owns every running session, calls the engine, and turns the
+//! engine's events into status changes in the store. Nothing above this crate knows which
+//! engine library sits below it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use wagate_core::{EngineKind, Identity, OrgId, Phone, SessionId, Timestamp};
+
+pub mod sandbox;
+pub mod supervisor;
+
+/// What an engine needs to run one session.
+#[derive(Debug, Clone)]
+pub struct SessionSpec {
+    pub id: SessionId,
+    pub org: OrgId,
+    /// The identity stored at pairing, if the session is paired (resume without re-pairing).
+    pub identity: Option<Identity>,
+}
+
+/// A QR code to show: the raw string to encode, and when it stops being valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QrCode {
+    pub code: String,
+    pub expires_at: Timestamp,
+}
+
+/// A phone pairing code such as `ABCD-1234`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairingCode {
+    pub code: String,
+    pub expires_at: Timestamp,
+}
+
+/// What happens on a running session, reported by its engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineEvent {
+    /// A new QR code replaces the previous one.
+    Qr(QrCode),
+    /// The server sent no more QR codes; the engine stopped trying to pair.
+    QrExhausted,
+    /// The phone accepted the device; the identity is now known.
+    Paired(Identity),
+    /// Logged in and ready.
+    Connected,
+    /// The connection dropped; the engine retries after `retry_in`.
+    Reconnecting { reason: String, attempt: u32, retry_in: Duration },
+    /// The device was unlinked (from the phone, or refused at login). Keys are void.
+    LoggedOut { reason: String },
+    /// Another connection of the same device replaced this one.
+    StreamReplaced,
+    /// A terminal failure (temporary ban, client outdated, ...); the session stops.
+    Failed { reason: String },
+}
+
+/// Where an engine reports events. `emit` returns once the event has been applied (status
+/// written), so a caller that awaits an engine call sees its effect in the store afterwards.
+#[async_trait]
+pub trait EventSink: Send + Sync + 'static {
+    async fn emit(&self, session: &SessionId, event: EngineEvent);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The session is already paired (pairing code, QR scan).
+    #[error("session is already paired")]
+    AlreadyPaired,
+    /// The action needs a state the session is not in (e.g. no current QR).
+    #[error("{0}")]
+    InvalidState(String),
+    /// A client-supplied value was refused by the engine (wrong pairing code, ...).
+    #[error("{message}")]
+    Invalid { field: &'static str, message: String },
+    /// WhatsApp asked us to slow down.
+    #[error("rate limited by WhatsApp")]
+    RateLimited { retry_after: Option<Duration> },
+    /// The engine does not support this.
+    #[error("{0} is not supported by this engine")]
+    Unsupported(&'static str),
+    /// The WhatsApp connection failed while serving the request.
+    #[error("WhatsApp connection failed: {0}")]
+    Upstream(String),
+    #[error("engine failure: {0}")]
+    Internal(String),
+}
+
+/// A running session, owned by the supervisor.
+#[async_trait]
+pub trait EngineSession: Send + Sync + 'static {
+    /// Asks for a phone pairing code for `phone` (the session must be unpaired).
+    async fn request_pairing_code(&self, phone: &Phone) -> Result<PairingCode, EngineError>;
+    /// Unlinks the device from the account. The supervisor then purges the keys.
+    async fn logout(&self) -> Result<(), EngineError>;
+    /// Disconnects cleanly, keeping the keys, and waits until the connection is closed.
+    async fn stop(&self);
+    /// The sandbox controls, for sandbox sessions only.
+    fn sandbox(&self) -> Option<&dyn sandbox::SandboxControl> {
+        None
+    }
+}
+
+/// One kind of engine.
+#[async_trait]
+pub trait Engine: Send + Sync + 'static {
+    fn kind(&self) -> EngineKind;
+    /// Starts the session and returns at once; progress arrives through `events`.
+    async fn start(&self, spec: SessionSpec, events: Arc<dyn EventSink>)
+    -> Result<Arc<dyn EngineSession>, EngineError>;
+    /// Removes everything the engine stored for this session (its keys). Idempotent.
+    async fn purge(&self, id: &SessionId) -> Result<(), EngineError>;
+}

@@ -1,0 +1,122 @@
+//! Storage for wagate.
+//!
+//! One trait, [`Store`], with three implementations chosen once from the database URL:
+//! `sqlite://PATH` (the default, WAL mode), `postgres://...`, and `memory://` (process-local,
+//! used by benchmarks to measure the gateway without a database). Migrations are embedded
+//! per backend and applied by [`connect`]. Every method that touches a tenant's resource
+//! takes the organization, so a query can never reach another organization's rows.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use wagate_core::{
+    ApiKeyId, ApiKeyRecord, Identity, InstanceId, NewSession, OrgId, Session, SessionId, SessionStatus,
+    Timestamp,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was broken (e.g. a duplicate session name in one organization).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database failed or is unreachable. The message is for logs, never for clients.
+    #[error("database error: {0}")]
+    Backend(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// One page of a newest-first list.
+#[derive(Debug, Clone, Copy)]
+pub struct PageRequest<'a> {
+    /// 1..=500
+    pub size: u32,
+    /// Return items strictly older than this id (the last id of the previous page).
+    pub after: Option<&'a SessionId>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Present when more items follow: the id to pass as `after` for the next page.
+    pub next: Option<SessionId>,
+}
+
+/// What to do with the stored identity in a state update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityUpdate {
+    Keep,
+    Set(Identity),
+    Clear,
+}
+
+/// A change of a session's run state, written by the supervisor.
+#[derive(Debug, Clone)]
+pub struct SessionStateUpdate {
+    pub status: SessionStatus,
+    /// Replaces the stored reason (None clears it).
+    pub status_reason: Option<String>,
+    /// None keeps the stored value.
+    pub desired_running: Option<bool>,
+    pub identity: IdentityUpdate,
+    pub at: Timestamp,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite`, `postgres` or `memory`.
+    fn backend(&self) -> &'static str;
+
+    /// Cheap round trip, for `/readyz`.
+    async fn ping(&self) -> Result<()>;
+
+    /// Creates the organization if it does not exist.
+    async fn ensure_org(&self, org: &OrgId) -> Result<()>;
+
+    /// Atomically: when the database holds no organization and no API key, creates `key.org`
+    /// and inserts `key`, returning true. Otherwise changes nothing and returns false.
+    async fn bootstrap(&self, key: &ApiKeyRecord) -> Result<bool>;
+
+    /// Inserts a key (creating its organization if new).
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()>;
+    /// The key whose SHA-256 is `hash`, revoked or not.
+    async fn find_api_key_by_hash(&self, hash: &[u8; 32]) -> Result<Option<ApiKeyRecord>>;
+    /// An organization's keys, newest first.
+    async fn list_api_keys(&self, org: &OrgId) -> Result<Vec<ApiKeyRecord>>;
+    /// Marks the key revoked (keeping the first revocation time). False when no such key.
+    async fn revoke_api_key(&self, id: &ApiKeyId, at: Timestamp) -> Result<bool>;
+    /// Records a use of the key.
+    async fn touch_api_key(&self, id: &ApiKeyId, at: Timestamp) -> Result<()>;
+
+    /// Inserts a session (creating its organization if new). `Conflict` when another session of
+    /// the organization has the same non-null name, or the instance id is taken.
+    async fn insert_session(&self, new: &NewSession) -> Result<Session>;
+    async fn get_session(&self, org: &OrgId, id: &SessionId) -> Result<Option<Session>>;
+    /// Unscoped lookup, for the supervisor only (never with a client-supplied id alone).
+    async fn get_session_unscoped(&self, id: &SessionId) -> Result<Option<Session>>;
+    /// Lookup by the wawp instance id (the caller then checks the organization).
+    async fn get_session_by_instance(&self, instance: &InstanceId) -> Result<Option<Session>>;
+    /// An organization's sessions, newest first.
+    async fn list_sessions(&self, org: &OrgId, page: PageRequest<'_>) -> Result<Page<Session>>;
+    /// Sets the name (None clears it). `Ok(None)` when no such session in the organization;
+    /// `Conflict` on a duplicate name.
+    async fn rename_session(&self, org: &OrgId, id: &SessionId, name: Option<&str>, at: Timestamp)
+    -> Result<Option<Session>>;
+    /// Applies a run-state change. `Ok(None)` when the session no longer exists.
+    async fn update_session_state(&self, id: &SessionId, update: &SessionStateUpdate) -> Result<Option<Session>>;
+    /// False when no such session in the organization.
+    async fn delete_session(&self, org: &OrgId, id: &SessionId) -> Result<bool>;
+    /// Every session with `desired_running`, oldest first (resumed at start-up).
+    async fn sessions_to_resume(&self) -> Result<Vec<Session>>;
+    /// Number of sessions per status, across organizations (for `/metrics`).
+    async fn count_sessions_by_status(&self) -> Result<Vec<(SessionStatus, u64)>>;
+}
+
+/// Opens the store named by `url` and applies its migrations.
+///
+/// `sqlite://PATH` creates the file (and its directory) if missing; `postgres://...` expects the
+/// database to exist; `memory://` keeps everything in this process.
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
+    let _ = url;
+    Err(StoreError::Backend("not yet built".into()))
+}
