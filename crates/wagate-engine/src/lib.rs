@@ -13,6 +13,8 @@ use wagate_core::{EngineKind, Identity, OrgId, Phone, SessionId, Timestamp};
 
 pub mod sandbox;
 pub mod supervisor;
+#[cfg(test)]
+mod testing;
 
 /// What an engine needs to run one session.
 #[derive(Debug, Clone)]
@@ -60,6 +62,12 @@ pub enum EngineEvent {
 
 /// Where an engine reports events. `emit` returns once the event has been applied (status
 /// written), so a caller that awaits an engine call sees its effect in the store afterwards.
+///
+/// Contract for engines: emit the events of one session one at a time, in order (await each
+/// `emit` before the next); the sink applies them in the order the calls arrive. The sink never
+/// calls back into the session from inside `emit` (an event that ends the session has it stopped
+/// from another task), so an engine may emit from its own tasks and wait for them in `stop()`.
+/// Events emitted after `stop()`/`logout()` began are ignored.
 #[async_trait]
 pub trait EventSink: Send + Sync + 'static {
     async fn emit(&self, session: &SessionId, event: EngineEvent);
