@@ -9,9 +9,21 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+
+mod memory;
+mod postgres;
+mod rows;
+mod sql;
+mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use memory::MemoryStore;
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
 use wagate_core::{
-    ApiKeyId, ApiKeyRecord, Identity, InstanceId, NewSession, OrgId, Session, SessionId, SessionStatus,
-    Timestamp,
+    ApiKeyId, ApiKeyRecord, Identity, InstanceId, NewSession, OrgId, Session, SessionId,
+    SessionStatus, Timestamp,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +52,34 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// Present when more items follow: the id to pass as `after` for the next page.
     pub next: Option<SessionId>,
+}
+
+impl PageRequest<'_> {
+    pub const MAX_SIZE: u32 = 500;
+}
+
+/// The page size actually used: `size` clamped to `1..=500`.
+pub(crate) fn page_size(size: u32) -> u32 {
+    size.clamp(1, PageRequest::MAX_SIZE)
+}
+
+impl<T> Page<T> {
+    /// Builds a page from up to `size + 1` newest-first items: the extra one, if present, only
+    /// says that another page follows, which starts after this page's last item.
+    pub(crate) fn from_overfetched(
+        mut items: Vec<T>,
+        size: u32,
+        id: impl Fn(&T) -> &SessionId,
+    ) -> Self {
+        let more = items.len() > size as usize;
+        items.truncate(size as usize);
+        let next = if more {
+            items.last().map(|last| id(last).clone())
+        } else {
+            None
+        };
+        Self { items, next }
+    }
 }
 
 /// What to do with the stored identity in a state update.
@@ -100,15 +140,25 @@ pub trait Store: Send + Sync + 'static {
     async fn list_sessions(&self, org: &OrgId, page: PageRequest<'_>) -> Result<Page<Session>>;
     /// Sets the name (None clears it). `Ok(None)` when no such session in the organization;
     /// `Conflict` on a duplicate name.
-    async fn rename_session(&self, org: &OrgId, id: &SessionId, name: Option<&str>, at: Timestamp)
-    -> Result<Option<Session>>;
+    async fn rename_session(
+        &self,
+        org: &OrgId,
+        id: &SessionId,
+        name: Option<&str>,
+        at: Timestamp,
+    ) -> Result<Option<Session>>;
     /// Applies a run-state change. `Ok(None)` when the session no longer exists.
-    async fn update_session_state(&self, id: &SessionId, update: &SessionStateUpdate) -> Result<Option<Session>>;
+    async fn update_session_state(
+        &self,
+        id: &SessionId,
+        update: &SessionStateUpdate,
+    ) -> Result<Option<Session>>;
     /// False when no such session in the organization.
     async fn delete_session(&self, org: &OrgId, id: &SessionId) -> Result<bool>;
     /// Every session with `desired_running`, oldest first (resumed at start-up).
     async fn sessions_to_resume(&self) -> Result<Vec<Session>>;
-    /// Number of sessions per status, across organizations (for `/metrics`).
+    /// Number of sessions per status, across organizations (for `/metrics`): every status, in
+    /// [`SessionStatus::ALL`] order, zero included (so a gauge drops back to 0).
     async fn count_sessions_by_status(&self) -> Result<Vec<(SessionStatus, u64)>>;
 }
 
@@ -117,6 +167,72 @@ pub trait Store: Send + Sync + 'static {
 /// `sqlite://PATH` creates the file (and its directory) if missing; `postgres://...` expects the
 /// database to exist; `memory://` keeps everything in this process.
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
-    let _ = url;
-    Err(StoreError::Backend("not yet built".into()))
+    // Only the scheme is ever echoed back: the rest of a URL may hold a password.
+    let scheme = url
+        .split_once(':')
+        .map(|(scheme, _)| scheme.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("sqlite") => Ok(Arc::new(SqliteStore::connect(url).await?)),
+        Some("postgres" | "postgresql") => Ok(Arc::new(PostgresStore::connect(url).await?)),
+        Some("memory") => Ok(Arc::new(MemoryStore::new())),
+        Some(other) => Err(StoreError::Backend(format!(
+            "unsupported database URL scheme {other:?}: expected sqlite://PATH, postgres://... or memory://"
+        ))),
+        None => Err(StoreError::Backend(
+            "database URL has no scheme: expected sqlite://PATH, postgres://... or memory://"
+                .to_owned(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_know_whether_more_follow() {
+        let ids: Vec<SessionId> = (0..4).map(|_| SessionId::generate()).collect();
+        let page = Page::from_overfetched(ids.clone(), 3, |id| id);
+        assert_eq!(page.items.len(), 3);
+        assert_eq!(page.next.as_ref(), Some(&ids[2]));
+        let page = Page::from_overfetched(ids[..3].to_vec(), 3, |id| id);
+        assert_eq!(page.items.len(), 3);
+        assert_eq!(page.next, None);
+        let page = Page::from_overfetched(Vec::<SessionId>::new(), 3, |id| id);
+        assert!(page.items.is_empty() && page.next.is_none());
+    }
+
+    #[test]
+    fn page_sizes_are_clamped() {
+        assert_eq!(page_size(0), 1);
+        assert_eq!(page_size(50), 50);
+        assert_eq!(page_size(10_000), 500);
+    }
+
+    #[tokio::test]
+    async fn unknown_schemes_are_refused_without_echoing_the_url() {
+        for url in ["mysql://root:hunter2@db/wagate", "hunter2", "file:///tmp/x"] {
+            let Err(StoreError::Backend(msg)) = connect(url).await else {
+                panic!("{url} should be refused");
+            };
+            assert!(!msg.contains("hunter2") && !msg.contains("/tmp/x"), "{msg}");
+        }
+    }
+
+    #[tokio::test]
+    async fn memory_urls_open_a_memory_store() {
+        for url in ["memory://", "memory:", "MEMORY://"] {
+            assert_eq!(connect(url).await.unwrap().backend(), "memory");
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_postgres_urls_do_not_leak_the_password() {
+        let Err(StoreError::Backend(msg)) =
+            connect("postgres://u:hunter2@127.0.0.1:1/db?sslmode=bogus").await
+        else {
+            panic!("should fail");
+        };
+        assert!(!msg.contains("hunter2"), "{msg}");
+    }
 }

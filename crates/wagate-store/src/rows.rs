@@ -1,0 +1,271 @@
+//! Rows as the SQL backends return them, and their checked conversion into domain types.
+//!
+//! Both SQL backends decode into these plain structs (`FromRow` is derived generically, so the
+//! same struct serves SQLite and PostgreSQL), then [`SessionRow::into_session`] and
+//! [`ApiKeyRow::into_record`] parse every column with the domain parsers. A row that does not
+//! parse (a hand-edited database, a bug in an older version) is a [`StoreError::Backend`], never
+//! a panic.
+
+use wagate_core::{
+    ApiKeyId, ApiKeyRecord, Capabilities, EngineKind, Identity, InstanceId, OrgId, Phone, Session,
+    SessionId, SessionStatus, Timestamp,
+};
+
+use crate::{Result, StoreError};
+
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct SessionRow {
+    pub id: String,
+    pub org_id: String,
+    pub instance_id: String,
+    pub name: Option<String>,
+    pub engine: String,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub desired_running: bool,
+    pub phone: Option<String>,
+    pub wa_jid: Option<String>,
+    pub wa_lid: Option<String>,
+    pub push_name: Option<String>,
+    pub platform: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct ApiKeyRow {
+    pub id: String,
+    pub org_id: String,
+    pub name: String,
+    pub capabilities: String,
+    pub key_hash: Vec<u8>,
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+    pub last_used_at: Option<Timestamp>,
+}
+
+fn corrupt(table: &str, id: &str, column: &str) -> StoreError {
+    // The id is ours (prefix + ULID), not a secret; the offending value is left out.
+    StoreError::Backend(format!("stored {table} row {id:?} has an invalid {column}"))
+}
+
+fn parse_org(table: &str, id: &str, s: &str) -> Result<OrgId> {
+    OrgId::parse(s).ok_or_else(|| corrupt(table, id, "org_id"))
+}
+
+impl SessionRow {
+    pub(crate) fn into_session(self) -> Result<Session> {
+        const T: &str = "sessions";
+        let row_id = self.id.as_str();
+        let id = SessionId::parse(row_id).map_err(|_| corrupt(T, row_id, "id"))?;
+        let org = parse_org(T, row_id, &self.org_id)?;
+        let instance_id = InstanceId::parse(&self.instance_id)
+            .ok_or_else(|| corrupt(T, row_id, "instance_id"))?;
+        let engine = EngineKind::parse(&self.engine).ok_or_else(|| corrupt(T, row_id, "engine"))?;
+        let status =
+            SessionStatus::parse(&self.status).ok_or_else(|| corrupt(T, row_id, "status"))?;
+        // The identity is all or nothing: phone and jid are required, the rest optional.
+        let identity = match (self.phone, self.wa_jid) {
+            (Some(phone), Some(jid)) => Some(Identity {
+                phone: Phone::parse(&phone).map_err(|_| corrupt(T, row_id, "phone"))?,
+                jid,
+                lid: self.wa_lid,
+                push_name: self.push_name,
+                platform: self.platform,
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(corrupt(
+                    T,
+                    row_id,
+                    "identity (phone and wa_jid must both be set or both null)",
+                ));
+            }
+        };
+        Ok(Session {
+            id,
+            org,
+            instance_id,
+            name: self.name,
+            engine,
+            status,
+            status_reason: self.status_reason,
+            desired_running: self.desired_running,
+            identity,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+impl ApiKeyRow {
+    pub(crate) fn into_record(self) -> Result<ApiKeyRecord> {
+        const T: &str = "api_keys";
+        let row_id = self.id.as_str();
+        let id = ApiKeyId::parse(row_id).map_err(|_| corrupt(T, row_id, "id"))?;
+        let org = parse_org(T, row_id, &self.org_id)?;
+        let capabilities = Capabilities::parse_list(&self.capabilities)
+            .map_err(|_| corrupt(T, row_id, "capabilities"))?;
+        let hash: [u8; 32] = self
+            .key_hash
+            .as_slice()
+            .try_into()
+            .map_err(|_| corrupt(T, row_id, "key_hash"))?;
+        Ok(ApiKeyRecord {
+            id,
+            org,
+            name: self.name,
+            capabilities,
+            hash,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            revoked_at: self.revoked_at,
+            last_used_at: self.last_used_at,
+        })
+    }
+}
+
+/// Parses a `GROUP BY status` result row.
+pub(crate) fn parse_status_count(status: &str, count: i64) -> Result<(SessionStatus, u64)> {
+    let status = SessionStatus::parse(status)
+        .ok_or_else(|| StoreError::Backend("a stored session has an unknown status".to_owned()))?;
+    let count = u64::try_from(count)
+        .map_err(|_| StoreError::Backend("negative session count".to_owned()))?;
+    Ok((status, count))
+}
+
+/// Every status with its count (zero when absent), in [`SessionStatus::ALL`] order.
+pub(crate) fn complete_counts(
+    found: impl IntoIterator<Item = (SessionStatus, u64)>,
+) -> Vec<(SessionStatus, u64)> {
+    let mut counts: Vec<(SessionStatus, u64)> =
+        SessionStatus::ALL.iter().map(|s| (*s, 0)).collect();
+    for (status, n) in found {
+        if let Some(slot) = counts.iter_mut().find(|(s, _)| *s == status) {
+            slot.1 += n;
+        }
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session_row() -> SessionRow {
+        let now = wagate_core::now();
+        SessionRow {
+            id: SessionId::generate().to_string(),
+            org_id: "acme".into(),
+            instance_id: "A1B2C3D4E5F6".into(),
+            name: Some("support".into()),
+            engine: "sandbox".into(),
+            status: "connected".into(),
+            status_reason: None,
+            desired_running: true,
+            phone: Some("628123456789".into()),
+            wa_jid: Some("628123456789@s.whatsapp.net".into()),
+            wa_lid: None,
+            push_name: Some("Support".into()),
+            platform: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    fn key_row() -> ApiKeyRow {
+        ApiKeyRow {
+            id: ApiKeyId::generate().to_string(),
+            org_id: "acme".into(),
+            name: "ci".into(),
+            capabilities: "send,read".into(),
+            key_hash: vec![7; 32],
+            created_at: wagate_core::now(),
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+        }
+    }
+
+    /// A column name and a way to spoil that column.
+    type Spoil<R> = (&'static str, fn(&mut R));
+
+    fn backend_message(r: Result<impl std::fmt::Debug>) -> String {
+        match r {
+            Err(StoreError::Backend(m)) => m,
+            other => panic!("expected a backend error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_valid_session_row_converts() {
+        let s = session_row().into_session().unwrap();
+        assert_eq!(s.engine, EngineKind::Sandbox);
+        assert_eq!(s.status, SessionStatus::Connected);
+        let identity = s.identity.unwrap();
+        assert_eq!(identity.phone.as_str(), "628123456789");
+        assert_eq!(identity.push_name.as_deref(), Some("Support"));
+    }
+
+    #[test]
+    fn a_session_row_without_identity_has_none() {
+        let mut row = session_row();
+        row.phone = None;
+        row.wa_jid = None;
+        row.push_name = None;
+        assert_eq!(row.into_session().unwrap().identity, None);
+    }
+
+    #[test]
+    fn corrupt_session_rows_are_backend_errors() {
+        let cases: [Spoil<SessionRow>; 7] = [
+            ("id", |r| r.id = "nope".into()),
+            ("org_id", |r| r.org_id = String::new()),
+            ("instance_id", |r| r.instance_id = "short".into()),
+            ("engine", |r| r.engine = "telegram".into()),
+            ("status", |r| r.status = "dancing".into()),
+            ("phone", |r| r.phone = Some("+1".into())),
+            ("identity", |r| r.wa_jid = None),
+        ];
+        for (column, spoil) in cases {
+            let mut row = session_row();
+            spoil(&mut row);
+            let msg = backend_message(row.into_session());
+            assert!(msg.contains(column), "{msg:?} should name {column}");
+        }
+    }
+
+    #[test]
+    fn a_valid_key_row_converts() {
+        let k = key_row().into_record().unwrap();
+        assert_eq!(k.capabilities.to_list(), "send,read");
+        assert_eq!(k.hash, [7; 32]);
+    }
+
+    #[test]
+    fn corrupt_key_rows_are_backend_errors() {
+        let cases: [Spoil<ApiKeyRow>; 4] = [
+            ("id", |r| r.id = "sess_01J9Z3QK8M0000000000000000".into()),
+            ("org_id", |r| r.org_id = "a\nb".into()),
+            ("capabilities", |r| r.capabilities = "manage,root".into()),
+            ("key_hash", |r| r.key_hash = vec![1; 31]),
+        ];
+        for (column, spoil) in cases {
+            let mut row = key_row();
+            spoil(&mut row);
+            let msg = backend_message(row.into_record());
+            assert!(msg.contains(column), "{msg:?} should name {column}");
+        }
+    }
+
+    #[test]
+    fn counts_cover_every_status() {
+        let counts = complete_counts([(SessionStatus::Connected, 2), (SessionStatus::Failed, 1)]);
+        assert_eq!(counts.len(), SessionStatus::ALL.len());
+        assert!(counts.contains(&(SessionStatus::Connected, 2)));
+        assert!(counts.contains(&(SessionStatus::Stopped, 0)));
+        assert!(parse_status_count("dancing", 1).is_err());
+        assert!(parse_status_count("failed", -1).is_err());
+    }
+}
