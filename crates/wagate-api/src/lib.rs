@@ -1,1 +1,89 @@
-//! The HTTP API.
+//! The HTTP API of wagate.
+//!
+//! One module per resource, each handler parses its input into domain types, checks the
+//! capability it needs, and works only inside the caller's organization. Errors are
+//! [`error::ApiError`], rendered as the documented envelope.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, StatusCode};
+use axum::routing::{get, post};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod middleware;
+pub mod openapi;
+pub mod ops;
+pub mod qr;
+pub mod sandbox;
+pub mod sessions;
+pub mod state;
+pub mod wawp;
+
+pub use metrics::Metrics;
+pub use state::AppState;
+
+/// Limits applied to every request.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Largest accepted request body (64 KiB by default; media routes will raise it).
+    pub body_bytes: usize,
+    /// Longest a request may take before it is answered with an error.
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self { body_bytes: 64 * 1024, request_timeout: Duration::from_secs(30) }
+    }
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState, limits: HttpLimits) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let api = Router::new()
+        .route("/api/v1/sessions", post(sessions::create).get(sessions::list))
+        .route(
+            "/api/v1/sessions/{segment}",
+            get(sessions::resource).patch(sessions::resource).delete(sessions::resource).post(sessions::custom),
+        )
+        .route("/api/v1/sessions/{session}/qr", get(sessions::qr))
+        .route("/api/v1/sessions/{session}/me", get(sessions::me))
+        .route("/api/v1/sessions/{session}/{action}", post(sandbox::dispatch))
+        .route("/v2/session/me", get(wawp::session_me))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi_json))
+        .route("/docs", get(ops::docs))
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .method_not_allowed_fallback(|| async { StatusCode::METHOD_NOT_ALLOWED })
+        .with_state(state.clone());
+
+    let trace = TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+        let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        // The path only: query strings may carry an access token (wawp API).
+        tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path())
+    });
+
+    api.layer(DefaultBodyLimit::max(limits.body_bytes))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), middleware::UlidRequestId))
+                .layer(trace)
+                .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(axum::middleware::from_fn_with_state(Arc::clone(&state.metrics), middleware::record_metrics))
+                .layer(axum::middleware::from_fn(middleware::envelope_errors))
+                .layer(CatchPanicLayer::custom(middleware::panic_response))
+                .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, limits.request_timeout)),
+        )
+}

@@ -1,0 +1,145 @@
+//! `/api/v1/sessions/{session}/sandbox:*`: controls of the simulated phone and network.
+//! These routes exist only for `sandbox` sessions (404 for any other).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use wagate_core::{Capability, EngineKind};
+use wagate_engine::sandbox::SandboxControl;
+
+use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+use crate::extract::parse_json;
+use crate::sessions::{SessionView, parse_phone};
+use crate::state::{AppState, Auth};
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ScanQrRequest {
+    /// The simulated phone's number: international format, digits only.
+    #[schema(example = "628123456789")]
+    pub phone_number: String,
+    pub push_name: Option<String>,
+    /// Default `android`.
+    pub platform: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EnterPairingCodeRequest {
+    #[schema(example = "ABCD-1234")]
+    pub code: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmptyBody {}
+
+/// The simulated phone scans the current QR
+///
+/// The session pairs with the phone and connects.
+#[utoipa::path(post, path = "/api/v1/sessions/{session}/sandbox:scanQr", tag = "sandbox",
+    params(("session" = String, Path, description = "Session id (a sandbox session)")),
+    request_body = ScanQrRequest,
+    responses((status = 200, body = SessionView), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+              (status = 409, body = ErrorEnvelope, description = "no current QR code")),
+    security(("bearer" = [])))]
+pub async fn scan_qr(state: &AppState, auth: &Auth, id: &str, body: &[u8]) -> ApiResult<Response> {
+    run(state, auth, id, body, |req: ScanQrRequest| async move {
+        let phone = parse_phone("phoneNumber", &req.phone_number)?;
+        let push_name = req.push_name.filter(|n| !n.trim().is_empty());
+        Ok(Action::ScanQr { phone, push_name, platform: req.platform })
+    })
+    .await
+}
+
+/// The simulated phone enters a pairing code
+///
+/// Completes a pending pairing code; a wrong or expired code is a `validation_error`.
+#[utoipa::path(post, path = "/api/v1/sessions/{session}/sandbox:enterPairingCode", tag = "sandbox",
+    params(("session" = String, Path, description = "Session id (a sandbox session)")),
+    request_body = EnterPairingCodeRequest,
+    responses((status = 200, body = SessionView), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn enter_pairing_code(state: &AppState, auth: &Auth, id: &str, body: &[u8]) -> ApiResult<Response> {
+    run(state, auth, id, body, |req: EnterPairingCodeRequest| async move { Ok(Action::EnterCode(req.code)) }).await
+}
+
+/// The simulated connection drops
+///
+/// The session goes `reconnecting` and comes back, as a real one would.
+#[utoipa::path(post, path = "/api/v1/sessions/{session}/sandbox:disconnect", tag = "sandbox",
+    params(("session" = String, Path, description = "Session id (a sandbox session)")),
+    responses((status = 200, body = SessionView), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn disconnect(state: &AppState, auth: &Auth, id: &str, body: &[u8]) -> ApiResult<Response> {
+    run(state, auth, id, body, |_: EmptyBody| async { Ok(Action::Disconnect) }).await
+}
+
+/// The simulated phone removes the linked device
+///
+/// The session becomes `logged_out`.
+#[utoipa::path(post, path = "/api/v1/sessions/{session}/sandbox:unlink", tag = "sandbox",
+    params(("session" = String, Path, description = "Session id (a sandbox session)")),
+    responses((status = 200, body = SessionView), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn unlink(state: &AppState, auth: &Auth, id: &str, body: &[u8]) -> ApiResult<Response> {
+    run(state, auth, id, body, |_: EmptyBody| async { Ok(Action::Unlink) }).await
+}
+
+enum Action {
+    ScanQr { phone: wagate_core::Phone, push_name: Option<String>, platform: Option<String> },
+    EnterCode(String),
+    Disconnect,
+    Unlink,
+}
+
+/// Shared shape of every sandbox route: manage capability, session lookup (404 for non-sandbox
+/// sessions, the same answer as an unknown route), body validation, the action, then the
+/// session as it is afterwards.
+async fn run<B, F, Fut>(state: &AppState, auth: &Auth, id: &str, body: &[u8], make: F) -> ApiResult<Response>
+where
+    B: serde::de::DeserializeOwned,
+    F: FnOnce(B) -> Fut,
+    Fut: Future<Output = ApiResult<Action>>,
+{
+    let principal = auth.require(Capability::Manage)?;
+    let session = state.session(principal, id).await?;
+    if session.engine != EngineKind::Sandbox {
+        return Err(ApiError::not_found("sandbox routes exist only for sandbox sessions"));
+    }
+    let action = make(parse_json(body)?).await?;
+    let control = state.supervisor.sandbox(&session)?;
+    if matches!(action, Action::ScanQr { .. }) && session.identity.is_none() {
+        // The phone scans what the screen shows: wait for the first QR of a session that just started.
+        state.supervisor.current_qr(&session).await?;
+    }
+    match action {
+        Action::ScanQr { phone, push_name, platform } => control.scan_qr(phone, push_name, platform).await?,
+        Action::EnterCode(code) => control.enter_pairing_code(&code).await?,
+        Action::Disconnect => control.disconnect().await?,
+        Action::Unlink => control.unlink().await?,
+    }
+    let session = state.session(principal, id).await?;
+    Ok(Json(SessionView::from(&session)).into_response())
+}
+
+/// POST `/api/v1/sessions/{session}/{action}`: the sandbox custom methods.
+pub async fn dispatch(
+    State(state): State<AppState>,
+    Path((id, action)): Path<(String, String)>,
+    auth: Result<Auth, ApiError>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let known = ["sandbox:scanQr", "sandbox:enterPairingCode", "sandbox:disconnect", "sandbox:unlink"];
+    if !known.contains(&action.as_str()) {
+        return Err(ApiError::not_found("route not found"));
+    }
+    let auth = auth?;
+    match action.as_str() {
+        "sandbox:scanQr" => scan_qr(&state, &auth, &id, &body).await,
+        "sandbox:enterPairingCode" => enter_pairing_code(&state, &auth, &id, &body).await,
+        "sandbox:disconnect" => disconnect(&state, &auth, &id, &body).await,
+        _ => unlink(&state, &auth, &id, &body).await,
+    }
+}

@@ -1,0 +1,487 @@
+//! `/api/v1/sessions`: the session resource and its custom methods.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use wagate_core::{
+    Capability, EngineKind, InstanceId, NewSession, Phone, Session, SessionId, SessionStatus, Timestamp,
+};
+use wagate_store::PageRequest;
+
+use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+use crate::extract::{ApiJson, RawQuery};
+use crate::qr;
+use crate::state::{AppState, Auth};
+
+/// A session: one attached (or to-be-attached) WhatsApp number.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionView {
+    #[schema(example = "sess_01J9Z3QK8M5W4X6Y7Z8A9B0C1D")]
+    pub id: String,
+    /// 12 characters (A-Z, 0-9), for the wawp-compatible API.
+    #[schema(example = "A1B2C3D4E5F6")]
+    pub instance_id: String,
+    pub name: Option<String>,
+    pub engine: EngineKind,
+    pub status: SessionStatus,
+    /// Why the session is `failed`, `logged_out` or stopped by itself, e.g. `device_removed`,
+    /// `stream_replaced`, `qr_codes_exhausted`.
+    pub status_reason: Option<String>,
+    /// International format, digits only.
+    pub phone_number: Option<String>,
+    pub wa_jid: Option<String>,
+    pub wa_lid: Option<String>,
+    pub push_name: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
+}
+
+impl From<&Session> for SessionView {
+    fn from(s: &Session) -> Self {
+        let id = s.identity.as_ref();
+        Self {
+            id: s.id.to_string(),
+            instance_id: s.instance_id.to_string(),
+            name: s.name.clone(),
+            engine: s.engine,
+            status: s.status,
+            status_reason: s.status_reason.clone(),
+            phone_number: id.map(|i| i.phone.to_string()),
+            wa_jid: id.map(|i| i.jid.clone()),
+            wa_lid: id.and_then(|i| i.lid.clone()),
+            push_name: id.and_then(|i| i.push_name.clone()),
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+fn view(s: &Session) -> Json<SessionView> {
+    Json(SessionView::from(s))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateSessionRequest {
+    /// Unique within the organization; 1 to 100 characters.
+    #[schema(example = "support-line")]
+    pub name: Option<String>,
+    /// Default `whatsapp`.
+    pub engine: Option<EngineKind>,
+    /// Start connecting at once (default true).
+    pub start: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PatchSessionRequest {
+    /// A new name; `null` removes it; absent leaves it unchanged.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub name: Option<Option<String>>,
+}
+
+/// Distinguishes an explicit `null` (Some(None)) from an absent field (None, via `default`).
+fn present<'de, D, T>(de: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(de).map(Some)
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionList {
+    pub sessions: Vec<SessionView>,
+    /// Pass as `pageToken` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QrView {
+    /// The raw string to encode in a QR code.
+    pub qr: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: Timestamp,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PairingCodeRequest {
+    /// International format, digits only, no leading `+`, 8 to 15 digits.
+    #[schema(example = "628123456789")]
+    pub phone: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PairingCodeView {
+    /// Enter it on the phone: Settings → Linked devices → Link a device → Link with phone number instead.
+    #[schema(example = "ABCD-1234")]
+    pub code: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: Timestamp,
+}
+
+/// The WhatsApp identity of the number attached to a session.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityView {
+    pub connected: bool,
+    #[schema(example = "628123456789")]
+    pub phone_number: String,
+    pub session_id: String,
+    pub status: SessionStatus,
+    #[schema(example = "628123456789@s.whatsapp.net")]
+    pub wa_jid: String,
+    #[schema(example = "123456789012345@lid")]
+    pub wa_lid: Option<String>,
+    pub push_name: Option<String>,
+}
+
+pub(crate) fn parse_phone(field: &str, raw: &str) -> ApiResult<Phone> {
+    Phone::parse(raw).map_err(|e| ApiError::validation(field, e.to_string()))
+}
+
+fn validate_name(name: &str) -> ApiResult<String> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() || trimmed.chars().count() > 100 {
+        return Err(ApiError::validation("name", "must be 1 to 100 characters"));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(ApiError::validation("name", "must not contain control characters"));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Create a session
+///
+/// Creates a session in the caller's organization and, unless `start` is false, starts it:
+/// a `whatsapp` session then waits for pairing (`GET .../qr` or `:requestPairingCode`).
+#[utoipa::path(post, path = "/api/v1/sessions", tag = "sessions",
+    request_body = CreateSessionRequest,
+    responses((status = 201, body = SessionView), (status = 400, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope, description = "duplicate name")),
+    security(("bearer" = [])))]
+pub async fn create(State(state): State<AppState>, auth: Auth, ApiJson(req): ApiJson<CreateSessionRequest>) -> ApiResult<Response> {
+    let principal = auth.require(Capability::Manage)?;
+    let name = req.name.as_deref().map(validate_name).transpose()?;
+    let new = NewSession {
+        id: SessionId::generate(),
+        org: principal.org.clone(),
+        instance_id: InstanceId::generate(),
+        name,
+        engine: req.engine.unwrap_or_default(),
+        status: SessionStatus::Stopped,
+        desired_running: false,
+        created_at: wagate_core::now(),
+    };
+    let mut session = state.store.insert_session(&new).await?;
+    tracing::info!(session = %session.id, org = %session.org, engine = session.engine.as_str(), "session created");
+    if req.start.unwrap_or(true) {
+        session = state.supervisor.start(&session).await?;
+    }
+    let location = HeaderValue::from_str(&format!("/api/v1/sessions/{}", session.id)).map_err(|e| ApiError::internal(&e))?;
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], view(&session)).into_response())
+}
+
+/// List sessions
+///
+/// The organization's sessions, newest first.
+#[utoipa::path(get, path = "/api/v1/sessions", tag = "sessions",
+    params(("pageSize" = Option<u32>, Query, description = "1 to 500, default 50 (larger values are capped at 500)"),
+           ("pageToken" = Option<String>, Query, description = "`nextPageToken` of the previous page")),
+    responses((status = 200, body = SessionList), (status = 400, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn list(State(state): State<AppState>, auth: Auth, query: RawQuery) -> ApiResult<Json<SessionList>> {
+    let principal = auth.require(Capability::Read)?;
+    let size = match query.get("pageSize") {
+        None | Some("") => 50,
+        Some(raw) => match raw.parse::<u32>() {
+            Ok(n) if n >= 1 => n.min(500),
+            _ => return Err(ApiError::validation("pageSize", "must be an integer from 1 to 500")),
+        },
+    };
+    let after = match query.get("pageToken") {
+        None | Some("") => None,
+        Some(token) => Some(decode_page_token(token)?),
+    };
+    let page = state.store.list_sessions(&principal.org, PageRequest { size, after: after.as_ref() }).await?;
+    Ok(Json(SessionList {
+        sessions: page.items.iter().map(SessionView::from).collect(),
+        next_page_token: page.next.map(|id| URL_SAFE_NO_PAD.encode(id.as_str())),
+    }))
+}
+
+fn decode_page_token(token: &str) -> ApiResult<SessionId> {
+    URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| SessionId::parse(&s).ok())
+        .ok_or_else(|| ApiError::validation("pageToken", "not a token returned by this API"))
+}
+
+/// Get a session
+#[utoipa::path(get, path = "/api/v1/sessions/{session}", tag = "sessions",
+    params(("session" = String, Path, description = "Session id")),
+    responses((status = 200, body = SessionView), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn get(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Response> {
+    let principal = auth.require(Capability::Read)?;
+    let session = state.session(principal, id).await?;
+    Ok(view(&session).into_response())
+}
+
+/// Rename a session
+#[utoipa::path(patch, path = "/api/v1/sessions/{session}", tag = "sessions",
+    params(("session" = String, Path, description = "Session id")),
+    request_body = PatchSessionRequest,
+    responses((status = 200, body = SessionView), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn patch(state: &AppState, auth: &Auth, id: &str, req: PatchSessionRequest) -> ApiResult<Response> {
+    let principal = auth.require(Capability::Manage)?;
+    let session = state.session(principal, id).await?;
+    let Some(name) = req.name else {
+        return Ok(view(&session).into_response());
+    };
+    let name = name.as_deref().map(validate_name).transpose()?;
+    let updated = state
+        .store
+        .rename_session(&principal.org, &session.id, name.as_deref(), wagate_core::now())
+        .await?
+        .ok_or_else(ApiError::session_not_found)?;
+    Ok(view(&updated).into_response())
+}
+
+/// Delete a session
+///
+/// Stops the session, deletes its engine keys and its stored data. Destructive and
+/// irreversible: log the number out first (`:logout`) to unlink the device cleanly.
+#[utoipa::path(delete, path = "/api/v1/sessions/{session}", tag = "sessions",
+    params(("session" = String, Path, description = "Session id")),
+    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn delete(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Response> {
+    let principal = auth.require(Capability::Manage)?;
+    let session = state.session(principal, id).await?;
+    state.supervisor.delete(&session).await?;
+    tracing::info!(session = %session.id, org = %session.org, "session deleted");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Start a session
+///
+/// Idempotent: starting a running session returns it unchanged. A paired session
+/// reconnects from its stored keys; an unpaired one waits for pairing.
+#[utoipa::path(post, path = "/api/v1/sessions/{session}:start", tag = "sessions",
+    params(("session" = String, Path, description = "Session id")),
+    responses((status = 200, body = SessionView), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn start(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Response> {
+    let principal = auth.require(Capability::Manage)?;
+    let session = state.session(principal, id).await?;
+    Ok(view(&state.supervisor.start(&session).await?).into_response())
+}
+
+/// Stop a session
+///
+/// Idempotent. Disconnects and keeps the keys: `:start` resumes without re-pairing.
+#[utoipa::path(post, path = "/api/v1/sessions/{session}:stop", tag = "sessions",
+    params(("session" = String, Path, description = "Session id")),
+    responses((status = 200, body = SessionView), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn stop(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Response> {
+    let principal = auth.require(Capability::Manage)?;
+    let session = state.session(principal, id).await?;
+    Ok(view(&state.supervisor.stop(&session).await?).into_response())
+}
+
+/// Restart a session
+#[utoipa::path(post, path = "/api/v1/sessions/{session}:restart", tag = "sessions",
+    params(("session" = String, Path, description = "Session id")),
+    responses((status = 200, body = SessionView), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn restart(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Response> {
+    let principal = auth.require(Capability::Manage)?;
+    let session = state.session(principal, id).await?;
+    Ok(view(&state.supervisor.restart(&session).await?).into_response())
+}
+
+/// Log a session out
+///
+/// Unlinks the device from the WhatsApp account, wipes its keys, and keeps the session with
+/// status `logged_out` (start it again to pair another number).
+#[utoipa::path(post, path = "/api/v1/sessions/{session}:logout", tag = "sessions",
+    params(("session" = String, Path, description = "Session id")),
+    responses((status = 200, body = SessionView), (status = 404, body = ErrorEnvelope), (status = 502, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn logout(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Response> {
+    let principal = auth.require(Capability::Manage)?;
+    let session = state.session(principal, id).await?;
+    Ok(view(&state.supervisor.logout(&session).await?).into_response())
+}
+
+/// Request a phone pairing code
+///
+/// Attaches a number without scanning a QR: enter the returned code in WhatsApp on that
+/// phone under Settings → Linked devices → Link a device → Link with phone number instead.
+/// The session must be started and unpaired; a paired session is a `validation_error`.
+#[utoipa::path(post, path = "/api/v1/sessions/{session}:requestPairingCode", tag = "pairing",
+    params(("session" = String, Path, description = "Session id")),
+    request_body = PairingCodeRequest,
+    responses((status = 200, body = PairingCodeView), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+              (status = 409, body = ErrorEnvelope, description = "session not started"), (status = 429, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn request_pairing_code(state: &AppState, auth: &Auth, id: &str, body: &[u8]) -> ApiResult<Response> {
+    let principal = auth.require(Capability::Manage)?;
+    let session = state.session(principal, id).await?;
+    let req: PairingCodeRequest = crate::extract::parse_json(body)?;
+    let phone = parse_phone("phone", &req.phone)?;
+    if session.identity.is_some() {
+        return Err(ApiError::validation("phone", "session is already paired; log it out first"));
+    }
+    let code = state.supervisor.request_pairing_code(&session, &phone).await?;
+    Ok(Json(PairingCodeView { code: code.code, expires_at: code.expires_at }).into_response())
+}
+
+/// Get the current QR code
+///
+/// The raw string to encode as JSON (default), or a rendered image with `?format=png`
+/// (or `Accept: image/png`) and `?format=svg`. Each rotation replaces the previous code.
+#[utoipa::path(get, path = "/api/v1/sessions/{session}/qr", tag = "pairing",
+    params(("session" = String, Path, description = "Session id"),
+           ("format" = Option<String>, Query, description = "`json` (default), `png` or `svg`")),
+    responses((status = 200, body = QrView, content_type = "application/json"),
+              (status = 200, description = "PNG image", content_type = "image/png"),
+              (status = 200, description = "SVG image", content_type = "image/svg+xml"),
+              (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope, description = "paired or not started")),
+    security(("bearer" = [])))]
+pub async fn qr(State(state): State<AppState>, auth: Auth, Path(id): Path<String>, query: RawQuery, headers: HeaderMap) -> ApiResult<Response> {
+    let principal = auth.require(Capability::Manage)?;
+    let format = match query.get("format") {
+        Some(f @ ("json" | "png" | "svg")) => f,
+        Some(_) => return Err(ApiError::validation("format", "must be json, png or svg")),
+        None => {
+            let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            if accept.contains("image/png") { "png" } else if accept.contains("image/svg+xml") { "svg" } else { "json" }
+        }
+    };
+    let session = state.session(principal, &id).await?;
+    let code = state.supervisor.current_qr(&session).await?;
+    let no_store = (header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(match format {
+        "png" => {
+            let png = qr::png(&code.code).map_err(|e| ApiError::internal(&e))?;
+            ([(header::CONTENT_TYPE, HeaderValue::from_static("image/png")), no_store], png).into_response()
+        }
+        "svg" => {
+            let svg = qr::svg(&code.code).map_err(|e| ApiError::internal(&e))?;
+            ([(header::CONTENT_TYPE, HeaderValue::from_static("image/svg+xml")), no_store], svg).into_response()
+        }
+        _ => ([no_store], Json(QrView { qr: code.code, expires_at: code.expires_at })).into_response(),
+    })
+}
+
+/// Get the connected account's own identity
+///
+/// The WhatsApp identity of the number attached to this session: its JID, linked-device id,
+/// push name and phone number. `not_found` when the session is unknown or not yet paired.
+#[utoipa::path(get, path = "/api/v1/sessions/{session}/me", tag = "sessions",
+    params(("session" = String, Path, description = "Session id")),
+    responses((status = 200, body = IdentityView), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn me(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<Json<IdentityView>> {
+    let principal = auth.require(Capability::Manage)?;
+    let session = state.session(principal, &id).await?;
+    let identity = session.identity.as_ref().ok_or_else(|| ApiError::not_found("session is not paired yet"))?;
+    Ok(Json(IdentityView {
+        connected: session.status == SessionStatus::Connected,
+        phone_number: identity.phone.to_string(),
+        session_id: session.id.to_string(),
+        status: session.status,
+        wa_jid: identity.jid.clone(),
+        wa_lid: identity.lid.clone(),
+        push_name: identity.push_name.clone(),
+    }))
+}
+
+// ---- dispatch of `/api/v1/sessions/{segment}` (a session id, or `id:method`) ----
+
+const CUSTOM_METHODS: [&str; 5] = ["start", "stop", "restart", "logout", "requestPairingCode"];
+
+fn split_segment(segment: &str) -> (&str, Option<&str>) {
+    match segment.split_once(':') {
+        Some((id, method)) => (id, Some(method)),
+        None => (segment, None),
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> ApiError {
+    ApiError::new(crate::error::ErrorCode::MethodNotAllowed, "method not allowed").with_detail("allow", allow)
+}
+
+/// GET/PATCH/DELETE on `{segment}`: the resource itself.
+pub async fn resource(
+    State(state): State<AppState>,
+    method: axum::http::Method,
+    Path(segment): Path<String>,
+    auth: Result<Auth, ApiError>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let (id, custom) = split_segment(&segment);
+    if let Some(custom) = custom {
+        return Err(if CUSTOM_METHODS.contains(&custom) { method_not_allowed("POST") } else { ApiError::not_found("route not found") });
+    }
+    let auth = auth?;
+    match method {
+        axum::http::Method::GET => get(&state, &auth, id).await,
+        axum::http::Method::DELETE => delete(&state, &auth, id).await,
+        _ => {
+            let req: PatchSessionRequest = crate::extract::parse_json(&body)?;
+            patch(&state, &auth, id, req).await
+        }
+    }
+}
+
+/// POST on `{segment}`: a custom method `{id}:{method}`.
+pub async fn custom(
+    State(state): State<AppState>,
+    Path(segment): Path<String>,
+    auth: Result<Auth, ApiError>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let (id, Some(method)) = split_segment(&segment) else {
+        return Err(method_not_allowed("GET, PATCH, DELETE"));
+    };
+    if !CUSTOM_METHODS.contains(&method) {
+        return Err(ApiError::not_found(format!("unknown method `{method}`")));
+    }
+    let auth = auth?;
+    match method {
+        "start" | "stop" | "restart" | "logout" => {
+            // These take no body; anything but an empty object is a mistake worth reporting.
+            let _: EmptyBody = crate::extract::parse_json(&body)?;
+            match method {
+                "start" => start(&state, &auth, id).await,
+                "stop" => stop(&state, &auth, id).await,
+                "restart" => restart(&state, &auth, id).await,
+                _ => logout(&state, &auth, id).await,
+            }
+        }
+        _ => request_pairing_code(&state, &auth, id, &body).await,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmptyBody {}

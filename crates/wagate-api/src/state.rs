@@ -1,0 +1,70 @@
+//! Shared application state and the authentication extractor.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+use wagate_auth::Authenticator;
+use wagate_core::{Capability, Principal, Session, SessionId};
+use wagate_engine::supervisor::Supervisor;
+use wagate_store::Store;
+
+use crate::error::{ApiError, ApiResult};
+use crate::metrics::Metrics;
+
+/// Everything a handler needs. Cheap to clone (all `Arc`s).
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub auth: Arc<Authenticator>,
+    pub supervisor: Arc<Supervisor>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// The caller's session `raw_id`. Malformed ids, unknown ids and other organizations'
+    /// sessions all give the same `not_found`.
+    pub async fn session(&self, principal: &Principal, raw_id: &str) -> ApiResult<Session> {
+        let id = SessionId::parse(raw_id).map_err(|_| ApiError::session_not_found())?;
+        self.store.get_session(&principal.org, &id).await?.ok_or_else(ApiError::session_not_found)
+    }
+}
+
+/// The authenticated caller. Extracting it answers 401 for a missing or bad credential.
+pub struct Auth(pub Principal);
+
+impl Auth {
+    /// The principal, if it holds `capability`; `forbidden` otherwise.
+    pub fn require(&self, capability: Capability) -> ApiResult<&Principal> {
+        if self.0.can(capability) { Ok(&self.0) } else { Err(ApiError::forbidden(capability.as_str())) }
+    }
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("missing credential: send Authorization: Bearer <token>"))?;
+        let value = value.to_str().map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
+        let (scheme, token) = value.split_once(' ').ok_or_else(|| ApiError::unauthorized("malformed Authorization header"))?;
+        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+            return Err(ApiError::unauthorized("malformed Authorization header: expected Bearer <token>"));
+        }
+        authenticate(state, token.trim()).await.map(Auth)
+    }
+}
+
+/// Authenticates a bearer token (API key or login JWT).
+pub async fn authenticate(state: &AppState, token: &str) -> ApiResult<Principal> {
+    state.auth.authenticate(token).await.map_err(|e| {
+        if e.is_unavailable() {
+            ApiError::internal(&e)
+        } else {
+            ApiError::unauthorized(e.client_message())
+        }
+    })
+}

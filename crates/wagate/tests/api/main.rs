@@ -1,0 +1,6 @@
+//! API tests: each starts the real gateway on port 0 with a fresh database.
+
+mod auth;
+mod helpers;
+mod sessions;
+mod tenancy;
