@@ -1,0 +1,122 @@
+//! [`WhatsappEngine`]: the `whatsapp` kind of [`Engine`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::{Semaphore, mpsc};
+use wagate_core::{EngineKind, SessionId};
+use wagate_engine::{Engine, EngineError, EngineSession, EventSink, SessionSpec};
+use whatsapp_rust::bot::Bot;
+use whatsapp_rust::store::SqliteStore;
+use whatsapp_rust::wacore::store::DevicePropsOverride;
+
+use crate::config::WhatsappConfig;
+use crate::session::{Forwarder, Parts, WhatsappSession};
+use crate::transport::{GatedFactory, TransportSlot};
+
+/// Runs sessions on the real WhatsApp Web multi-device protocol (`whatsapp-rust` 0.7.0).
+///
+/// One client per session, each with its own SQLite key store under
+/// `data_dir/whatsapp/<session_id>.db`. All sessions share one cap on concurrent
+/// connection attempts ([`WhatsappConfig::max_concurrent_connects`]).
+pub struct WhatsappEngine {
+    cfg: Arc<WhatsappConfig>,
+    gate: Arc<Semaphore>,
+}
+
+impl WhatsappEngine {
+    pub fn new(cfg: WhatsappConfig) -> Self {
+        let gate = Arc::new(Semaphore::new(cfg.max_concurrent_connects.max(1)));
+        Self { cfg: Arc::new(cfg), gate }
+    }
+
+    pub fn config(&self) -> &WhatsappConfig {
+        &self.cfg
+    }
+
+    /// The files a session's store may consist of.
+    fn store_files(&self, id: &SessionId) -> Vec<PathBuf> {
+        let db = self.cfg.store_path(id.as_str());
+        let mut files = vec![db.clone()];
+        for suffix in ["-wal", "-shm", "-journal"] {
+            let mut name = db.clone().into_os_string();
+            name.push(suffix);
+            files.push(PathBuf::from(name));
+        }
+        files
+    }
+}
+
+impl std::fmt::Debug for WhatsappEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WhatsappEngine").field("cfg", &self.cfg).finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Engine for WhatsappEngine {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Whatsapp
+    }
+
+    async fn start(&self, spec: SessionSpec, events: Arc<dyn EventSink>) -> Result<Arc<dyn EngineSession>, EngineError> {
+        let path = self.cfg.store_path(spec.id.as_str());
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| EngineError::Internal(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let url = path_url(&path)?;
+        let store = SqliteStore::new(&url)
+            .await
+            .map_err(|e| EngineError::Internal(format!("cannot open the key store {}: {e}", path.display())))?;
+
+        let slot = Arc::new(TransportSlot::default());
+        let factory = GatedFactory::new(self.cfg.ws_url.as_deref(), self.cfg.connect_timeout, Arc::clone(&slot));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut builder = Bot::builder()
+            .with_backend(store)
+            .with_transport_factory(factory)
+            .with_device_props(DevicePropsOverride::new().with_os(self.cfg.device_name.clone()))
+            .with_event_handler(Forwarder(tx))
+            // The gateway does not keep chat history; acknowledge it without downloading.
+            .skip_history_sync();
+        if let Some(version) = self.cfg.version {
+            builder = builder.with_version(version);
+        }
+        let bot = builder
+            .build()
+            .await
+            .map_err(|e| EngineError::Internal(format!("cannot build the WhatsApp client: {e}")))?;
+
+        let session = WhatsappSession::spawn(Parts {
+            id: spec.id,
+            cfg: Arc::clone(&self.cfg),
+            sink: events,
+            gate: Arc::clone(&self.gate),
+            slot,
+            bot,
+            events: rx,
+            identity: spec.identity,
+        });
+        Ok(session)
+    }
+
+    async fn purge(&self, id: &SessionId) -> Result<(), EngineError> {
+        for file in self.store_files(id) {
+            match tokio::fs::remove_file(&file).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(EngineError::Internal(format!("cannot delete {}: {e}", file.display()))),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn path_url(path: &Path) -> Result<String, EngineError> {
+    path.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| EngineError::Internal(format!("data directory path is not UTF-8: {}", path.display())))
+}

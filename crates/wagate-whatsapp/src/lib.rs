@@ -1,0 +1,18 @@
+//! The `whatsapp` engine of wagate: real WhatsApp Web multi-device sessions on top of
+//! [`whatsapp-rust`](https://crates.io/crates/whatsapp-rust) 0.7.0.
+//!
+//! Only [`WhatsappEngine`], [`WhatsappConfig`] and [`Backoff`] are public: nothing above this
+//! crate names a `whatsapp-rust` type. The engine reports through
+//! [`wagate_engine::EventSink`]; the mapping from the crate's events is in `mapping.rs`.
+
+mod config;
+mod engine;
+mod mapping;
+mod session;
+mod transport;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::{Backoff, WhatsappConfig};
+pub use engine::WhatsappEngine;
