@@ -86,6 +86,18 @@ pub struct Layer {
     /// `text` or `json` [default: text]
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// WhatsApp WebSocket URL override [default: WhatsApp's own]
+    #[arg(long)]
+    pub wa_url: Option<String>,
+    /// WhatsApp Web version to announce, e.g. 2.3000.1027934701 [default: looked up online]
+    #[arg(long)]
+    pub wa_version: Option<String>,
+    /// Linked-device name shown on the phone [default: wagate]
+    #[arg(long)]
+    pub wa_device_name: Option<String>,
+    /// Most WhatsApp connection attempts in flight at once [default: 16]
+    #[arg(long)]
+    pub wa_max_connects: Option<usize>,
 }
 
 impl std::str::FromStr for Secret {
@@ -110,6 +122,10 @@ impl Layer {
             jwt_role_claim: other.jwt_role_claim.or(self.jwt_role_claim),
             log: other.log.or(self.log),
             log_format: other.log_format.or(self.log_format),
+            wa_url: other.wa_url.or(self.wa_url),
+            wa_version: other.wa_version.or(self.wa_version),
+            wa_device_name: other.wa_device_name.or(self.wa_device_name),
+            wa_max_connects: other.wa_max_connects.or(self.wa_max_connects),
         }
     }
 
@@ -134,6 +150,13 @@ impl Layer {
             jwt_role_claim: var("WAGATE_JWT_ROLE_CLAIM"),
             log: var("WAGATE_LOG"),
             log_format,
+            wa_url: var("WAGATE_WA_URL"),
+            wa_version: var("WAGATE_WA_VERSION"),
+            wa_device_name: var("WAGATE_WA_DEVICE_NAME"),
+            wa_max_connects: match var("WAGATE_WA_MAX_CONNECTS") {
+                None => None,
+                Some(v) => Some(v.parse().ok().filter(|n| *n > 0).ok_or("WAGATE_WA_MAX_CONNECTS must be a positive integer")?),
+            },
         })
     }
 
@@ -157,17 +180,42 @@ pub struct Config {
     pub jwt_role_claim: String,
     pub log: String,
     pub log_format: LogFormat,
+    pub whatsapp: WhatsappSettings,
+}
+
+/// Settings of the real WhatsApp engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WhatsappSettings {
+    pub url: Option<String>,
+    pub version: Option<(u32, u32, u32)>,
+    pub device_name: String,
+    pub max_concurrent_connects: usize,
+}
+
+/// `2.3000.1027934701` → `(2, 3000, 1027934701)`.
+pub fn parse_wa_version(s: &str) -> Result<(u32, u32, u32), String> {
+    let parts: Vec<_> = s.trim().split('.').map(str::parse::<u32>).collect();
+    match parts.as_slice() {
+        [Ok(a), Ok(b), Ok(c)] => Ok((*a, *b, *c)),
+        _ => Err(format!("WhatsApp version `{s}` must look like 2.3000.1027934701")),
+    }
 }
 
 impl Config {
     /// Defaults < file < flags < environment.
-    pub fn resolve(file: Option<Layer>, flags: Layer, env: Layer) -> Config {
+    pub fn resolve(file: Option<Layer>, flags: Layer, env: Layer) -> Result<Config, String> {
         let l = Layer::default().merge(file.unwrap_or_default()).merge(flags).merge(env);
         let data_dir = l.data_dir.unwrap_or_else(|| PathBuf::from("./wagate-data"));
         let database_url = l
             .database_url
             .unwrap_or_else(|| Secret::new(format!("sqlite://{}", data_dir.join("wagate.db").display())));
-        Config {
+        let whatsapp = WhatsappSettings {
+            url: l.wa_url,
+            version: l.wa_version.as_deref().map(parse_wa_version).transpose()?,
+            device_name: l.wa_device_name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| "wagate".to_owned()),
+            max_concurrent_connects: l.wa_max_connects.unwrap_or(16).max(1),
+        };
+        Ok(Config {
             listen: l.listen.unwrap_or_else(|| "127.0.0.1:8080".to_owned()),
             data_dir,
             database_url,
@@ -179,14 +227,15 @@ impl Config {
             jwt_role_claim: l.jwt_role_claim.unwrap_or_else(|| "role".to_owned()),
             log: l.log.unwrap_or_else(|| "info".to_owned()),
             log_format: l.log_format.unwrap_or_default(),
-        }
+            whatsapp,
+        })
     }
 
     /// Reads the file (if given) and the process environment.
     pub fn load(config_file: Option<&Path>, flags: Layer) -> Result<Config, String> {
         let file = config_file.map(Layer::from_toml_file).transpose()?;
         let env = Layer::from_env(|k| std::env::var(k).ok())?;
-        Ok(Config::resolve(file, flags, env))
+        Config::resolve(file, flags, env)
     }
 }
 
@@ -196,7 +245,9 @@ mod tests {
 
     #[test]
     fn defaults_are_the_embedded_setup() {
-        let c = Config::resolve(None, Layer::default(), Layer::default());
+        let c = Config::resolve(None, Layer::default(), Layer::default()).unwrap();
+        assert_eq!(c.whatsapp.device_name, "wagate");
+        assert_eq!(c.whatsapp.version, None);
         assert_eq!(c.listen, "127.0.0.1:8080");
         assert_eq!(c.data_dir, PathBuf::from("./wagate-data"));
         assert_eq!(c.database_url.expose(), "sqlite://./wagate-data/wagate.db");
@@ -209,7 +260,7 @@ mod tests {
         let file: Layer = toml::from_str("listen = \"0.0.0.0:1\"\ndata_dir = \"/f\"\nlog = \"debug\"").unwrap();
         let flags = Layer { listen: Some("0.0.0.0:2".into()), data_dir: Some("/flag".into()), ..Layer::default() };
         let env = Layer::from_env(|k| (k == "WAGATE_LISTEN").then(|| "0.0.0.0:3".to_owned())).unwrap();
-        let c = Config::resolve(Some(file), flags, env);
+        let c = Config::resolve(Some(file), flags, env).unwrap();
         assert_eq!(c.listen, "0.0.0.0:3");
         assert_eq!(c.data_dir, PathBuf::from("/flag"));
         assert_eq!(c.log, "debug");
@@ -220,6 +271,10 @@ mod tests {
     fn unknown_file_keys_and_bad_env_values_are_errors() {
         assert!(toml::from_str::<Layer>("listne = \"x\"").is_err());
         assert!(Layer::from_env(|k| (k == "WAGATE_LOG_FORMAT").then(|| "xml".to_owned())).is_err());
+        assert!(Layer::from_env(|k| (k == "WAGATE_WA_MAX_CONNECTS").then(|| "0".to_owned())).is_err());
+        let bad_version = Layer { wa_version: Some("2.3000".into()), ..Layer::default() };
+        assert!(Config::resolve(None, bad_version, Layer::default()).is_err());
+        assert_eq!(parse_wa_version("2.3000.1027934701"), Ok((2, 3000, 1_027_934_701)));
     }
 
     #[test]
@@ -228,7 +283,8 @@ mod tests {
             None,
             Layer { database_url: Some(Secret::new("postgres://app:hunter2@db:5432/wagate?sslmode=require&password=x")), ..Layer::default() },
             Layer::default(),
-        );
+        )
+        .unwrap();
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("hunter2"), "{dbg}");
         assert!(!dbg.contains("password=x"), "{dbg}");

@@ -1,12 +1,21 @@
-//! The engines this build runs.
+//! The engines this build runs: the real WhatsApp engine and the sandbox.
 
 use std::sync::Arc;
 
 use wagate_engine::Engine;
 use wagate_engine::sandbox::SandboxEngine;
+use wagate_whatsapp::{WhatsappConfig, WhatsappEngine};
 
 use crate::config::Config;
 
-pub fn build(_config: &Config) -> Vec<Arc<dyn Engine>> {
-    vec![Arc::new(SandboxEngine::default())]
+pub fn build(config: &Config) -> Vec<Arc<dyn Engine>> {
+    let wa = &config.whatsapp;
+    let whatsapp = WhatsappConfig {
+        ws_url: wa.url.clone(),
+        version: wa.version,
+        device_name: wa.device_name.clone(),
+        max_concurrent_connects: wa.max_concurrent_connects,
+        ..WhatsappConfig::new(&config.data_dir)
+    };
+    vec![Arc::new(WhatsappEngine::new(whatsapp)), Arc::new(SandboxEngine::default())]
 }

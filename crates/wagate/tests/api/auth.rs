@@ -84,6 +84,13 @@ async fn jwt_matrix() {
 async fn unknown_kid_triggers_exactly_one_refetch() {
     let server = JwksServer::start(jwks(&[(TestKey::Rsa, "rsa1")])).await;
     let app = app_with_jwks(&server).await;
+    // The gateway loads the JWKS at start-up, in the background; let that happen first so that
+    // the refetch counted below is the one the unknown kid causes.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while server.hits() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the JWKS is fetched at start-up");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let ok = sign(TestKey::Rsa, Some("rsa1"), &good_claims("acme", "admin"));
     assert_eq!(status_of(&app, &ok).await.0, 200);
     let before = server.hits();

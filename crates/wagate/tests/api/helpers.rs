@@ -54,7 +54,7 @@ pub async fn spawn_app_with(backend: Backend, overrides: Layer) -> Option<TestAp
         database_url: Some(Secret::new(database_url)),
         ..Layer::default()
     };
-    let config = Config::resolve(None, flags, overrides);
+    let config = Config::resolve(None, flags, overrides).expect("valid test configuration");
     Some(start(config, Some(dir), pg).await)
 }
 
