@@ -94,6 +94,21 @@ struct VerifyKey {
     alg: Algorithm,
     key: DecodingKey,
     validation: Validation,
+    /// RS256 signatures are checked with `ring` (the RSA public operation of the RustCrypto
+    /// backend costs about 0.3 ms; ring's about 20 µs). `validation` then checks claims only.
+    rsa: Option<ring::signature::RsaPublicKeyComponents<Vec<u8>>>,
+}
+
+impl VerifyKey {
+    fn decode(&self, token: &str) -> Result<jsonwebtoken::TokenData<Map<String, Value>>, AuthError> {
+        if let Some(rsa) = &self.rsa {
+            let (signing_input, signature) = token.rsplit_once('.').ok_or(AuthError::Malformed)?;
+            let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| AuthError::Malformed)?;
+            rsa.verify(&ring::signature::RSA_PKCS1_2048_8192_SHA256, signing_input.as_bytes(), &signature)
+                .map_err(|_| AuthError::InvalidSignature)?;
+        }
+        jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation).map_err(|e| map_jwt_error(e.kind()))
+    }
 }
 
 /// The usable keys of one JWKS document.
@@ -244,8 +259,7 @@ impl JwtVerifier {
         if key.alg != alg {
             return Err(AuthError::DisallowedAlgorithm);
         }
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &key.validation)
-            .map_err(|e| map_jwt_error(e.kind()))?;
+        let data = key.decode(token)?;
         self.principal(&data.claims)
     }
 
@@ -465,6 +479,7 @@ fn usable_key(jwk: &Jwk, leeway: Duration) -> Option<VerifyKey> {
     if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_))) {
         return None;
     }
+    let mut rsa = None;
     let (alg, key_alg) = match &jwk.algorithm {
         AlgorithmParameters::RSA(p) => {
             let n = URL_SAFE_NO_PAD.decode(&p.n).ok()?;
@@ -472,6 +487,8 @@ fn usable_key(jwk: &Jwk, leeway: Duration) -> Option<VerifyKey> {
             if bits < MIN_RSA_BITS {
                 return None;
             }
+            let e = URL_SAFE_NO_PAD.decode(&p.e).ok()?;
+            rsa = Some(ring::signature::RsaPublicKeyComponents { n, e });
             (Algorithm::RS256, KeyAlgorithm::RS256)
         }
         AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
@@ -503,7 +520,11 @@ fn usable_key(jwk: &Jwk, leeway: Duration) -> Option<VerifyKey> {
     // audience is configured.
     validation.validate_aud = false;
     validation.iss = None;
-    Some(VerifyKey { alg, key, validation })
+    if rsa.is_some() {
+        // The signature was checked with ring in `VerifyKey::decode`, before this runs.
+        validation.insecure_disable_signature_validation();
+    }
+    Some(VerifyKey { alg, key, validation, rsa })
 }
 
 #[cfg(test)]

@@ -99,6 +99,15 @@ impl Store for FakeStore {
     ) -> StoreResult<Option<Session>> {
         unimplemented!()
     }
+    async fn set_session_device_name(
+        &self,
+        _org: &OrgId,
+        _id: &SessionId,
+        _device_name: Option<&str>,
+        _at: Timestamp,
+    ) -> StoreResult<Option<Session>> {
+        unimplemented!()
+    }
     async fn update_session_state(
         &self,
         _id: &SessionId,
