@@ -58,6 +58,7 @@ async fn fixture() -> Fixture {
             engine: EngineKind::Sandbox,
             status: SessionStatus::Stopped,
             desired_running: false,
+            device_name: None,
             created_at: wagate_core::now(),
         })
         .await

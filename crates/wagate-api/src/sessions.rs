@@ -37,6 +37,10 @@ pub struct SessionView {
     pub wa_jid: Option<String>,
     pub wa_lid: Option<String>,
     pub push_name: Option<String>,
+    /// The linked-device name this session shows on the phone (Linked devices); `null` when it
+    /// uses the gateway-wide default (`WAGATE_WA_DEVICE_NAME`, `wagate` unless configured).
+    #[schema(example = "Front desk")]
+    pub device_name: Option<String>,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     #[schema(value_type = String, format = DateTime)]
@@ -57,6 +61,7 @@ impl From<&Session> for SessionView {
             wa_jid: id.map(|i| i.jid.clone()),
             wa_lid: id.and_then(|i| i.lid.clone()),
             push_name: id.and_then(|i| i.push_name.clone()),
+            device_name: s.device_name.clone(),
             created_at: s.created_at,
             updated_at: s.updated_at,
         }
@@ -77,6 +82,10 @@ pub struct CreateSessionRequest {
     pub engine: Option<EngineKind>,
     /// Start connecting at once (default true).
     pub start: Option<bool>,
+    /// The linked-device name shown on the phone (Linked devices); 1 to 50 characters, no
+    /// control characters. Absent or `null`: the gateway-wide default.
+    #[schema(example = "Front desk")]
+    pub device_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -86,6 +95,12 @@ pub struct PatchSessionRequest {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub name: Option<Option<String>>,
+    /// A new linked-device name (1 to 50 characters, no control characters); `null` returns to
+    /// the gateway-wide default; absent leaves it unchanged. Takes effect at the next pairing or
+    /// start: a device that is already linked keeps the name the phone has shown since pairing.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, example = "Front desk")]
+    pub device_name: Option<Option<String>>,
 }
 
 /// Distinguishes an explicit `null` (Some(None)) from an absent field (None, via `default`).
@@ -153,15 +168,24 @@ pub(crate) fn parse_phone(field: &str, raw: &str) -> ApiResult<Phone> {
     Phone::parse(raw).map_err(|e| ApiError::validation(field, e.to_string()))
 }
 
-fn validate_name(name: &str) -> ApiResult<String> {
-    let trimmed = name.trim();
-    if trimmed.is_empty() || trimmed.chars().count() > 100 {
-        return Err(ApiError::validation("name", "must be 1 to 100 characters"));
+/// Trims `raw` and checks it is 1 to `max` characters without control characters.
+fn validate_text(field: &str, raw: &str, max: usize) -> ApiResult<String> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() || trimmed.chars().count() > max {
+        return Err(ApiError::validation(field, format!("must be 1 to {max} characters")));
     }
     if trimmed.chars().any(char::is_control) {
-        return Err(ApiError::validation("name", "must not contain control characters"));
+        return Err(ApiError::validation(field, "must not contain control characters"));
     }
     Ok(trimmed.to_owned())
+}
+
+fn validate_name(name: &str) -> ApiResult<String> {
+    validate_text("name", name, 100)
+}
+
+fn validate_device_name(device_name: &str) -> ApiResult<String> {
+    validate_text("deviceName", device_name, 50)
 }
 
 /// Create a session
@@ -175,6 +199,7 @@ fn validate_name(name: &str) -> ApiResult<String> {
 pub async fn create(State(state): State<AppState>, auth: Auth, ApiJson(req): ApiJson<CreateSessionRequest>) -> ApiResult<Response> {
     let principal = auth.require(Capability::Manage)?;
     let name = req.name.as_deref().map(validate_name).transpose()?;
+    let device_name = req.device_name.as_deref().map(validate_device_name).transpose()?;
     let new = NewSession {
         id: SessionId::generate(),
         org: principal.org.clone(),
@@ -183,6 +208,7 @@ pub async fn create(State(state): State<AppState>, auth: Auth, ApiJson(req): Api
         engine: req.engine.unwrap_or_default(),
         status: SessionStatus::Stopped,
         desired_running: false,
+        device_name,
         created_at: wagate_core::now(),
     };
     let mut session = state.store.insert_session(&new).await?;
@@ -242,7 +268,11 @@ pub async fn get(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Response>
     Ok(view(&session).into_response())
 }
 
-/// Rename a session
+/// Update a session
+///
+/// Changes the name and/or the linked-device name; fields left out are unchanged. A new
+/// `deviceName` takes effect at the next pairing or start: a device that is already linked
+/// keeps the name the phone has shown since it paired (log out and pair again to change it).
 #[utoipa::path(patch, path = "/api/v1/sessions/{session}", tag = "sessions",
     params(("session" = String, Path, description = "Session id")),
     request_body = PatchSessionRequest,
@@ -251,15 +281,24 @@ pub async fn get(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Response>
 pub async fn patch(state: &AppState, auth: &Auth, id: &str, req: PatchSessionRequest) -> ApiResult<Response> {
     let principal = auth.require(Capability::Manage)?;
     let session = state.session(principal, id).await?;
-    let Some(name) = req.name else {
-        return Ok(view(&session).into_response());
-    };
-    let name = name.as_deref().map(validate_name).transpose()?;
-    let updated = state
-        .store
-        .rename_session(&principal.org, &session.id, name.as_deref(), wagate_core::now())
-        .await?
-        .ok_or_else(ApiError::session_not_found)?;
+    // Validate everything before writing anything.
+    let name = req.name.map(|n| n.as_deref().map(validate_name).transpose()).transpose()?;
+    let device_name = req.device_name.map(|n| n.as_deref().map(validate_device_name).transpose()).transpose()?;
+    let mut updated = session;
+    if let Some(name) = name {
+        updated = state
+            .store
+            .rename_session(&principal.org, &updated.id, name.as_deref(), wagate_core::now())
+            .await?
+            .ok_or_else(ApiError::session_not_found)?;
+    }
+    if let Some(device_name) = device_name {
+        updated = state
+            .store
+            .set_session_device_name(&principal.org, &updated.id, device_name.as_deref(), wagate_core::now())
+            .await?
+            .ok_or_else(ApiError::session_not_found)?;
+    }
     Ok(view(&updated).into_response())
 }
 

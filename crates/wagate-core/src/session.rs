@@ -99,6 +99,9 @@ pub struct Session {
     /// sessions with this set are resumed when the gateway starts.
     pub desired_running: bool,
     pub identity: Option<Identity>,
+    /// The linked-device name shown on the phone (under Linked devices); `None` uses the
+    /// gateway-wide default. Applied when the device pairs.
+    pub device_name: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -113,6 +116,8 @@ pub struct NewSession {
     pub engine: EngineKind,
     pub status: SessionStatus,
     pub desired_running: bool,
+    /// The linked-device name; `None` uses the gateway-wide default.
+    pub device_name: Option<String>,
     pub created_at: Timestamp,
 }
 

@@ -23,6 +23,8 @@ pub struct SessionSpec {
     pub org: OrgId,
     /// The identity stored at pairing, if the session is paired (resume without re-pairing).
     pub identity: Option<Identity>,
+    /// The linked-device name shown on the phone; `None` means the engine's default.
+    pub device_name: Option<String>,
 }
 
 /// A QR code to show: the raw string to encode, and when it stops being valid.

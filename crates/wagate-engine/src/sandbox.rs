@@ -535,7 +535,7 @@ mod tests {
     use crate::testing::{RecordingSink, fast_sandbox, phone};
 
     fn spec(identity: Option<Identity>) -> SessionSpec {
-        SessionSpec { id: SessionId::generate(), org: OrgId::parse("acme").unwrap(), identity }
+        SessionSpec { id: SessionId::generate(), org: OrgId::parse("acme").unwrap(), identity, device_name: None }
     }
 
     async fn start(config: SandboxConfig, identity: Option<Identity>) -> (Arc<dyn EngineSession>, Arc<RecordingSink>) {

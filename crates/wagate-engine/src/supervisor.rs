@@ -321,7 +321,12 @@ impl Supervisor {
         });
         lock(&self.running).insert(id.clone(), Arc::clone(&run));
 
-        let spec = SessionSpec { id: id.clone(), org: row.org.clone(), identity: row.identity.clone() };
+        let spec = SessionSpec {
+            id: id.clone(),
+            org: row.org.clone(),
+            identity: row.identity.clone(),
+            device_name: row.device_name.clone(),
+        };
         let sink: Arc<dyn EventSink> = Arc::new(RunSink { supervisor: self.me.clone(), generation });
         let started = {
             let _permit = self.start_permits.acquire().await.expect("the semaphore is never closed");
@@ -1085,6 +1090,36 @@ mod tests {
             sup.stop(&s).await.unwrap();
         }
         assert_eq!(engine.purges.load(Ordering::SeqCst), 1, "only the logged-out session is purged");
+    }
+
+    #[tokio::test]
+    async fn start_passes_the_stored_device_name_to_the_engine() {
+        use wagate_core::{InstanceId, NewSession, OrgId};
+
+        let store = memory_store().await;
+        let engine = CountingEngine::new(EngineKind::Whatsapp, Duration::ZERO);
+        let sup = Supervisor::new(Arc::clone(&store), [engine.clone() as Arc<dyn Engine>], SupervisorConfig::default());
+        let default = new_session(&store, EngineKind::Whatsapp, false).await;
+        let named = store
+            .insert_session(&NewSession {
+                id: SessionId::generate(),
+                org: OrgId::parse("acme").unwrap(),
+                instance_id: InstanceId::generate(),
+                name: None,
+                engine: EngineKind::Whatsapp,
+                status: SessionStatus::Stopped,
+                desired_running: false,
+                device_name: Some("Front desk".into()),
+                created_at: wagate_core::now(),
+            })
+            .await
+            .unwrap();
+        sup.start(&default).await.unwrap();
+        sup.start(&named).await.unwrap();
+        let specs = engine.specs.lock().unwrap().clone();
+        let names: Vec<_> = specs.iter().map(|s| (s.id.clone(), s.device_name.clone())).collect();
+        assert_eq!(names, vec![(default.id.clone(), None), (named.id.clone(), Some("Front desk".to_owned()))]);
+        sup.shutdown().await;
     }
 
     #[tokio::test]

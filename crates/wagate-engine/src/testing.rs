@@ -60,6 +60,7 @@ pub async fn new_session(store: &Arc<dyn Store>, engine: EngineKind, desired_run
         engine,
         status: SessionStatus::Stopped,
         desired_running,
+        device_name: None,
         created_at: wagate_core::now(),
     };
     store.insert_session(&new).await.expect("insert session")
@@ -107,6 +108,8 @@ pub struct CountingEngine {
     pub starts: AtomicUsize,
     pub purges: AtomicUsize,
     pub sessions: Mutex<Vec<Arc<FakeSession>>>,
+    /// Every spec a start was given, in order.
+    pub specs: Mutex<Vec<SessionSpec>>,
 }
 
 impl CountingEngine {
@@ -119,6 +122,7 @@ impl CountingEngine {
             starts: AtomicUsize::new(0),
             purges: AtomicUsize::new(0),
             sessions: Mutex::default(),
+            specs: Mutex::default(),
         })
     }
 }
@@ -149,7 +153,8 @@ impl Engine for CountingEngine {
         self.kind
     }
 
-    async fn start(&self, _spec: SessionSpec, _events: Arc<dyn EventSink>) -> Result<Arc<dyn EngineSession>, EngineError> {
+    async fn start(&self, spec: SessionSpec, _events: Arc<dyn EventSink>) -> Result<Arc<dyn EngineSession>, EngineError> {
+        self.specs.lock().unwrap().push(spec);
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
         tokio::time::sleep(self.start_delay).await;

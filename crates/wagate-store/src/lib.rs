@@ -147,6 +147,15 @@ pub trait Store: Send + Sync + 'static {
         name: Option<&str>,
         at: Timestamp,
     ) -> Result<Option<Session>>;
+    /// Sets the linked-device name (None: the gateway-wide default). `Ok(None)` when no such
+    /// session in the organization.
+    async fn set_session_device_name(
+        &self,
+        org: &OrgId,
+        id: &SessionId,
+        device_name: Option<&str>,
+        at: Timestamp,
+    ) -> Result<Option<Session>>;
     /// Applies a run-state change. `Ok(None)` when the session no longer exists.
     async fn update_session_state(
         &self,

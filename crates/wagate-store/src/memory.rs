@@ -167,6 +167,7 @@ impl Store for MemoryStore {
             status_reason: None,
             desired_running: new.desired_running,
             identity: None,
+            device_name: new.device_name.clone(),
             created_at: new.created_at,
             updated_at: new.created_at,
         };
@@ -253,6 +254,22 @@ impl Store for MemoryStore {
             return Ok(None);
         };
         session.name = name.map(str::to_owned);
+        session.updated_at = at;
+        Ok(Some(session.clone()))
+    }
+
+    async fn set_session_device_name(
+        &self,
+        org: &OrgId,
+        id: &SessionId,
+        device_name: Option<&str>,
+        at: Timestamp,
+    ) -> Result<Option<Session>> {
+        let mut state = self.state()?;
+        let Some(session) = state.sessions.get_mut(id).filter(|s| &s.org == org) else {
+            return Ok(None);
+        };
+        session.device_name = device_name.map(str::to_owned);
         session.updated_at = at;
         Ok(Some(session.clone()))
     }

@@ -28,6 +28,7 @@ pub(crate) struct SessionRow {
     pub wa_lid: Option<String>,
     pub push_name: Option<String>,
     pub platform: Option<String>,
+    pub device_name: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -93,6 +94,7 @@ impl SessionRow {
             status_reason: self.status_reason,
             desired_running: self.desired_running,
             identity,
+            device_name: self.device_name,
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
@@ -169,6 +171,7 @@ mod tests {
             wa_lid: None,
             push_name: Some("Support".into()),
             platform: None,
+            device_name: Some("Front desk".into()),
             created_at: now,
             updated_at: now,
         }
@@ -206,6 +209,7 @@ mod tests {
         let identity = s.identity.unwrap();
         assert_eq!(identity.phone.as_str(), "628123456789");
         assert_eq!(identity.push_name.as_deref(), Some("Support"));
+        assert_eq!(s.device_name.as_deref(), Some("Front desk"));
     }
 
     #[test]

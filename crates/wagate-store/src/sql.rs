@@ -13,7 +13,7 @@ use crate::StoreError;
 macro_rules! session_columns {
     () => {
         "id, org_id, instance_id, name, engine, status, status_reason, desired_running, \
-         phone, wa_jid, wa_lid, push_name, platform, created_at, updated_at"
+         phone, wa_jid, wa_lid, push_name, platform, device_name, created_at, updated_at"
     };
 }
 
@@ -58,7 +58,7 @@ pub(crate) const TOUCH_API_KEY: &str = "UPDATE api_keys SET last_used_at = $2 WH
 
 pub(crate) const INSERT_SESSION: &str = concat!(
     "INSERT INTO sessions (id, org_id, instance_id, name, engine, status, status_reason, desired_running, \
-     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8, $8) RETURNING ",
+     device_name, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $9, $8, $8) RETURNING ",
     session_columns!()
 );
 
@@ -97,6 +97,12 @@ pub(crate) const LIST_SESSIONS_AFTER: &str = concat!(
 /// `$1` org, `$2` id, `$3` name, `$4` updated_at.
 pub(crate) const RENAME_SESSION: &str = concat!(
     "UPDATE sessions SET name = $3, updated_at = $4 WHERE org_id = $1 AND id = $2 RETURNING ",
+    session_columns!()
+);
+
+/// `$1` org, `$2` id, `$3` device name (NULL: the gateway default), `$4` updated_at.
+pub(crate) const SET_SESSION_DEVICE_NAME: &str = concat!(
+    "UPDATE sessions SET device_name = $3, updated_at = $4 WHERE org_id = $1 AND id = $2 RETURNING ",
     session_columns!()
 );
 
@@ -358,6 +364,7 @@ macro_rules! impl_sql_store {
                         .bind(new.status.as_str())
                         .bind(new.desired_running)
                         .bind(new.created_at)
+                        .bind(new.device_name.as_deref())
                         .fetch_one(&mut *tx)
                         .await
                         .map_err(db_err)?;
@@ -449,6 +456,25 @@ macro_rules! impl_sql_store {
                     .bind(org.as_str())
                     .bind(id.as_str())
                     .bind(name)
+                    .bind(at)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::sql::db_err)?
+                    .map($crate::rows::SessionRow::into_session)
+                    .transpose()
+            }
+
+            async fn set_session_device_name(
+                &self,
+                org: &wagate_core::OrgId,
+                id: &wagate_core::SessionId,
+                device_name: Option<&str>,
+                at: wagate_core::Timestamp,
+            ) -> $crate::Result<Option<wagate_core::Session>> {
+                sqlx::query_as::<_, $crate::rows::SessionRow>($crate::sql::SET_SESSION_DEVICE_NAME)
+                    .bind(org.as_str())
+                    .bind(id.as_str())
+                    .bind(device_name)
                     .bind(at)
                     .fetch_optional(&self.pool)
                     .await

@@ -117,6 +117,7 @@ fn new_session_with_id(id: SessionId, org_id: &OrgId, name: Option<&str>) -> New
         engine: EngineKind::Sandbox,
         status: SessionStatus::Stopped,
         desired_running: false,
+        device_name: None,
         created_at: wagate_core::now(),
     }
 }
@@ -391,6 +392,7 @@ async fn session_insert_and_scoped_lookups(store: Arc<dyn Store>) {
         status_reason: None,
         desired_running: true,
         identity: None,
+        device_name: None,
         created_at: new.created_at,
         updated_at: new.created_at,
     };
@@ -699,6 +701,137 @@ async fn session_rename(store: Arc<dyn Store>) {
     assert_eq!(
         store.get_session(&acme, &a.id).await.unwrap().unwrap().name,
         None
+    );
+}
+
+async fn session_device_name_round_trips(store: Arc<dyn Store>) {
+    let acme = org("acme");
+    let mut new = new_session(&acme, Some("front"));
+    new.device_name = Some("Front desk 🛎".to_owned());
+    let named = store.insert_session(&new).await.unwrap();
+    assert_eq!(named.device_name.as_deref(), Some("Front desk 🛎"));
+    let plain = store
+        .insert_session(&new_session(&acme, None))
+        .await
+        .unwrap();
+    assert_eq!(plain.device_name, None);
+
+    // Every read path carries it.
+    let read = store.get_session(&acme, &named.id).await.unwrap().unwrap();
+    assert_eq!(read, named);
+    assert_eq!(
+        store.get_session_unscoped(&named.id).await.unwrap(),
+        Some(named.clone())
+    );
+    assert_eq!(
+        store
+            .get_session_by_instance(&named.instance_id)
+            .await
+            .unwrap(),
+        Some(named.clone())
+    );
+    let page = store
+        .list_sessions(
+            &acme,
+            PageRequest {
+                size: 10,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    let listed: Vec<Option<&str>> = page
+        .items
+        .iter()
+        .map(|s| s.device_name.as_deref())
+        .collect();
+    let mut expected = vec![Some("Front desk 🛎"), None];
+    if plain.id > named.id {
+        expected.reverse();
+    }
+    assert_eq!(listed, expected);
+
+    // Renames and state updates keep it.
+    let t = later(named.created_at, 1_000);
+    let renamed = store
+        .rename_session(&acme, &named.id, Some("reception"), t)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(renamed.device_name.as_deref(), Some("Front desk 🛎"));
+    let up = state(
+        SessionStatus::Connected,
+        Some(true),
+        IdentityUpdate::Set(identity()),
+    );
+    let connected = store
+        .update_session_state(&named.id, &up)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(connected.device_name.as_deref(), Some("Front desk 🛎"));
+
+    // Set, change, clear.
+    let t2 = later(named.created_at, 2_000);
+    let set = store
+        .set_session_device_name(&acme, &plain.id, Some("Sales"), t2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(set.device_name.as_deref(), Some("Sales"));
+    assert_eq!(set.updated_at, t2);
+    assert_eq!(
+        (set.name.clone(), set.status),
+        (plain.name.clone(), plain.status)
+    );
+    assert_eq!(
+        store.get_session(&acme, &plain.id).await.unwrap(),
+        Some(set)
+    );
+    let t3 = later(named.created_at, 3_000);
+    let cleared = store
+        .set_session_device_name(&acme, &named.id, None, t3)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cleared.device_name, None);
+    assert_eq!(cleared.updated_at, t3);
+    assert_eq!(cleared.name.as_deref(), Some("reception"));
+    assert_eq!(cleared.identity, Some(identity()));
+    assert_eq!(
+        store
+            .get_session(&acme, &named.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .device_name,
+        None
+    );
+
+    // Not found: unknown id, or another organization's session (which stays unchanged).
+    assert_eq!(
+        store
+            .set_session_device_name(&acme, &SessionId::generate(), Some("x"), t3)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .set_session_device_name(&org("globex"), &plain.id, Some("x"), t3)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .get_session(&acme, &plain.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .device_name
+            .as_deref(),
+        Some("Sales")
     );
 }
 
@@ -1023,13 +1156,9 @@ async fn reconnect_keeps_data(url: &str) {
         let store = wagate_store::connect(url).await.unwrap();
         let key = api_key(&acme, "persist");
         assert!(store.bootstrap(&key).await.unwrap());
-        (
-            key,
-            store
-                .insert_session(&new_session(&acme, Some("kept")))
-                .await
-                .unwrap(),
-        )
+        let mut new = new_session(&acme, Some("kept"));
+        new.device_name = Some("Kept device".to_owned());
+        (key, store.insert_session(&new).await.unwrap())
     };
     // Twice more, the second time while the first is still open.
     let again = wagate_store::connect(url).await.unwrap();
@@ -1117,6 +1246,7 @@ scenarios!(
     session_uniqueness,
     session_list_paginates_newest_first,
     session_rename,
+    session_device_name_round_trips,
     session_state_updates,
     session_delete_is_scoped,
     sessions_to_resume_oldest_first,

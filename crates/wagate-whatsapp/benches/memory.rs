@@ -111,7 +111,7 @@ async fn measure(scenario: &str, n: usize) -> u64 {
     let t = Instant::now();
     let mut sessions = Vec::with_capacity(n);
     for _ in 0..n {
-        let spec = SessionSpec { id: SessionId::generate(), org: OrgId::parse("bench").unwrap(), identity: None };
+        let spec = SessionSpec { id: SessionId::generate(), org: OrgId::parse("bench").unwrap(), identity: None, device_name: None };
         sessions.push(engine.start(spec, sink.clone()).await.expect("start"));
     }
     let deadline = Instant::now() + Duration::from_secs(600);

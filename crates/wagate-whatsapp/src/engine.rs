@@ -48,6 +48,12 @@ impl WhatsappEngine {
     }
 }
 
+/// The linked-device name for a session: its own when set (and not blank), else the
+/// gateway-wide [`WhatsappConfig::device_name`].
+fn device_name<'a>(cfg: &'a WhatsappConfig, spec: &'a SessionSpec) -> &'a str {
+    spec.device_name.as_deref().map(str::trim).filter(|n| !n.is_empty()).unwrap_or(&cfg.device_name)
+}
+
 impl std::fmt::Debug for WhatsappEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WhatsappEngine").field("cfg", &self.cfg).finish_non_exhaustive()
@@ -78,7 +84,7 @@ impl Engine for WhatsappEngine {
         let mut builder = Bot::builder()
             .with_backend(store)
             .with_transport_factory(factory)
-            .with_device_props(DevicePropsOverride::new().with_os(self.cfg.device_name.clone()))
+            .with_device_props(DevicePropsOverride::new().with_os(device_name(&self.cfg, &spec).to_owned()))
             .with_event_handler(Forwarder(tx))
             // The gateway does not keep chat history; acknowledge it without downloading.
             .skip_history_sync();
@@ -119,4 +125,29 @@ fn path_url(path: &Path) -> Result<String, EngineError> {
     path.to_str()
         .map(str::to_owned)
         .ok_or_else(|| EngineError::Internal(format!("data directory path is not UTF-8: {}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use wagate_core::OrgId;
+
+    use super::*;
+
+    fn spec(device_name: Option<&str>) -> SessionSpec {
+        SessionSpec {
+            id: SessionId::generate(),
+            org: OrgId::parse("acme").unwrap(),
+            identity: None,
+            device_name: device_name.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_session_device_name_overrides_the_default() {
+        let mut cfg = WhatsappConfig::new("/nonexistent");
+        cfg.device_name = "Gateway".to_owned();
+        assert_eq!(device_name(&cfg, &spec(None)), "Gateway");
+        assert_eq!(device_name(&cfg, &spec(Some("Front desk"))), "Front desk");
+        assert_eq!(device_name(&cfg, &spec(Some("  "))), "Gateway", "a blank name falls back");
+    }
 }

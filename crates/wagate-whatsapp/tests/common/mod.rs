@@ -83,7 +83,7 @@ pub fn config(dir: &std::path::Path, addr: SocketAddr) -> WhatsappConfig {
 }
 
 pub fn spec() -> SessionSpec {
-    SessionSpec { id: SessionId::generate(), org: OrgId::parse("acme").unwrap(), identity: None }
+    SessionSpec { id: SessionId::generate(), org: OrgId::parse("acme").unwrap(), identity: None, device_name: None }
 }
 
 /// A local port nobody listens on.

@@ -286,3 +286,84 @@ async fn the_same_flow_on_postgresql() {
     let del = app.call(Method::DELETE, &format!("/api/v1/sessions/{id}"), Some(&app.key), None).await;
     assert_eq!(del.status, StatusCode::NO_CONTENT);
 }
+
+/// Create with a device name, read it back everywhere, change and clear it with PATCH.
+async fn device_name_round_trip(app: &crate::helpers::TestApp) {
+    let s = app.create_session(json!({"engine": "sandbox", "start": false, "deviceName": "  Front desk  "})).await;
+    assert_eq!(s["deviceName"], "Front desk", "trimmed");
+    let id = s["id"].as_str().unwrap().to_owned();
+    let plain = app.create_session(json!({"engine": "sandbox", "start": false})).await;
+    assert_eq!(plain["deviceName"], serde_json::Value::Null, "null means the gateway default");
+    let explicit_null = app.create_session(json!({"engine": "sandbox", "start": false, "deviceName": null})).await;
+    assert_eq!(explicit_null["deviceName"], serde_json::Value::Null);
+
+    let path = format!("/api/v1/sessions/{id}");
+    assert_eq!(app.get(&path).await.json()["deviceName"], "Front desk");
+    let listed = app.get("/api/v1/sessions").await.json();
+    let mine = listed["sessions"].as_array().unwrap().iter().find(|s| s["id"] == id.as_str()).unwrap().clone();
+    assert_eq!(mine["deviceName"], "Front desk");
+
+    let patch = |body: serde_json::Value| app.call(Method::PATCH, &path, Some(&app.key), Some(body));
+    let changed = patch(json!({"deviceName": "Reception 🛎"})).await;
+    assert_eq!(changed.status, StatusCode::OK);
+    assert_eq!(changed.json()["deviceName"], "Reception 🛎");
+    // Absent leaves it; both fields at once.
+    let renamed = patch(json!({"name": "front"})).await.json();
+    assert_eq!((renamed["name"].as_str(), renamed["deviceName"].as_str()), (Some("front"), Some("Reception 🛎")));
+    let both = patch(json!({"name": "desk", "deviceName": "Desk"})).await.json();
+    assert_eq!((both["name"].as_str(), both["deviceName"].as_str()), (Some("desk"), Some("Desk")));
+    assert_eq!(patch(json!({})).await.json()["deviceName"], "Desk");
+    // null clears it, back to the gateway default.
+    let cleared = patch(json!({"deviceName": null})).await.json();
+    assert_eq!(cleared["deviceName"], serde_json::Value::Null);
+    assert_eq!(cleared["name"], "desk");
+    assert_eq!(app.get(&path).await.json()["deviceName"], serde_json::Value::Null);
+
+    // It survives the session being started (the engine gets it at start).
+    patch(json!({"deviceName": "Desk"})).await;
+    let started = app.post(&format!("/api/v1/sessions/{id}:start"), json!({})).await.json();
+    assert_eq!(started["deviceName"], "Desk");
+}
+
+#[tokio::test]
+async fn device_name_is_set_at_creation_and_patched() {
+    let app = spawn_app().await;
+    device_name_round_trip(&app).await;
+
+    let doc = app.call(Method::GET, "/openapi.json", None, None).await.json();
+    let schemas = &doc["components"]["schemas"];
+    for schema in ["SessionView", "CreateSessionRequest", "PatchSessionRequest"] {
+        assert!(schemas[schema]["properties"].get("deviceName").is_some(), "{schema} documents deviceName: {}", schemas[schema]);
+    }
+}
+
+#[tokio::test]
+async fn device_name_round_trips_on_postgresql() {
+    let Some(app) = spawn_app_with(Backend::Postgres, Default::default()).await else { return };
+    device_name_round_trip(&app).await;
+}
+
+#[tokio::test]
+async fn invalid_device_names_are_validation_errors() {
+    let app = spawn_app().await;
+    let too_long = "x".repeat(51);
+    for bad in [json!(""), json!("   "), json!(too_long), json!("a\nb"), json!("tab\there"), json!("nul\u{0}"), json!(42)] {
+        app.post("/api/v1/sessions", json!({"engine": "sandbox", "deviceName": bad}))
+            .await
+            .assert_validation("deviceName");
+    }
+    // 50 characters (not bytes) is the limit.
+    let fifty = "é".repeat(50);
+    let s = app.create_session(json!({"engine": "sandbox", "start": false, "deviceName": fifty})).await;
+    assert_eq!(s["deviceName"], fifty.as_str());
+
+    let path = format!("/api/v1/sessions/{}", s["id"].as_str().unwrap());
+    for bad in [json!(""), json!(too_long), json!("a\rb"), json!(["x"])] {
+        app.call(Method::PATCH, &path, Some(&app.key), Some(json!({"name": "kept?", "deviceName": bad})))
+            .await
+            .assert_validation("deviceName");
+    }
+    // A rejected PATCH writes nothing, not even its valid name.
+    let unchanged = app.get(&path).await.json();
+    assert_eq!((unchanged["name"].clone(), unchanged["deviceName"].clone()), (serde_json::Value::Null, json!(fifty)));
+}
