@@ -86,7 +86,9 @@ async fn one(router: &axum::Router, path: &str, token: &str) {
 }
 
 fn in_process(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    // A current-thread runtime: each iteration is one request on one thread, so the figure is
+    // the gateway's work and not a cross-thread wake-up of the benchmark harness.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let f = rt.block_on(fixture());
     let mut group = c.benchmark_group("get_session_in_process");
     group.bench_function("api_key", |b| b.to_async(&rt).iter(|| one(&f.router, &f.path, &f.api_key)));

@@ -67,7 +67,8 @@ fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     if let (true, Some(field)) = (msg.starts_with("missing field"), &backticked) {
         return ApiError::validation(&join(field), "is required");
     }
-    let field = if path == "." || path.is_empty() { "body".to_owned() } else { path };
+    // A body that is not an object at all (e.g. an array) is reported on `body`.
+    let field = if path == "." || path.is_empty() || path.starts_with('[') { "body".to_owned() } else { path };
     ApiError::validation(&field, strip_position(&msg))
 }
 

@@ -98,6 +98,9 @@ pub struct Layer {
     /// Most WhatsApp connection attempts in flight at once [default: 16]
     #[arg(long)]
     pub wa_max_connects: Option<usize>,
+    /// Seconds one WhatsApp connection attempt may take [default: 20]
+    #[arg(long)]
+    pub wa_connect_timeout: Option<u64>,
 }
 
 impl std::str::FromStr for Secret {
@@ -126,6 +129,7 @@ impl Layer {
             wa_version: other.wa_version.or(self.wa_version),
             wa_device_name: other.wa_device_name.or(self.wa_device_name),
             wa_max_connects: other.wa_max_connects.or(self.wa_max_connects),
+            wa_connect_timeout: other.wa_connect_timeout.or(self.wa_connect_timeout),
         }
     }
 
@@ -156,6 +160,10 @@ impl Layer {
             wa_max_connects: match var("WAGATE_WA_MAX_CONNECTS") {
                 None => None,
                 Some(v) => Some(v.parse().ok().filter(|n| *n > 0).ok_or("WAGATE_WA_MAX_CONNECTS must be a positive integer")?),
+            },
+            wa_connect_timeout: match var("WAGATE_WA_CONNECT_TIMEOUT") {
+                None => None,
+                Some(v) => Some(v.parse().ok().filter(|n| *n > 0).ok_or("WAGATE_WA_CONNECT_TIMEOUT must be a positive number of seconds")?),
             },
         })
     }
@@ -190,6 +198,7 @@ pub struct WhatsappSettings {
     pub version: Option<(u32, u32, u32)>,
     pub device_name: String,
     pub max_concurrent_connects: usize,
+    pub connect_timeout: std::time::Duration,
 }
 
 /// `2.3000.1027934701` → `(2, 3000, 1027934701)`.
@@ -214,6 +223,7 @@ impl Config {
             version: l.wa_version.as_deref().map(parse_wa_version).transpose()?,
             device_name: l.wa_device_name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| "wagate".to_owned()),
             max_concurrent_connects: l.wa_max_connects.unwrap_or(16).max(1),
+            connect_timeout: std::time::Duration::from_secs(l.wa_connect_timeout.unwrap_or(20).max(1)),
         };
         Ok(Config {
             listen: l.listen.unwrap_or_else(|| "127.0.0.1:8080".to_owned()),

@@ -15,6 +15,7 @@ pub fn build(config: &Config) -> Vec<Arc<dyn Engine>> {
         version: wa.version,
         device_name: wa.device_name.clone(),
         max_concurrent_connects: wa.max_concurrent_connects,
+        connect_timeout: wa.connect_timeout,
         ..WhatsappConfig::new(&config.data_dir)
     };
     vec![Arc::new(WhatsappEngine::new(whatsapp)), Arc::new(SandboxEngine::default())]
