@@ -521,7 +521,10 @@ fn usable_key(jwk: &Jwk, leeway: Duration) -> Option<VerifyKey> {
     validation.validate_aud = false;
     validation.iss = None;
     if rsa.is_some() {
-        // The signature was checked with ring in `VerifyKey::decode`, before this runs.
+        // The signature was checked with ring in `VerifyKey::decode`, before this runs; the
+        // claims (exp, nbf) are still validated here. The suggested replacement,
+        // `dangerous::insecure_decode`, would skip the claim checks too.
+        #[allow(deprecated)]
         validation.insecure_disable_signature_validation();
     }
     Some(VerifyKey { alg, key, validation, rsa })
