@@ -12,6 +12,16 @@ pub enum IdError {
     Malformed { prefix: &'static str },
 }
 
+/// A ULID greater than every one this process made before. Plain ULIDs made in the same
+/// millisecond order by their random part, which would let "newest first" lists swap two
+/// resources created together; the generator increments the random part instead.
+pub fn monotonic_ulid() -> ulid::Ulid {
+    static GENERATOR: std::sync::Mutex<ulid::Generator> = std::sync::Mutex::new(ulid::Generator::new());
+    let mut generator = GENERATOR.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    // Overflow needs 2^80 ids in one millisecond; a fresh ULID is the safe answer then.
+    generator.generate().unwrap_or_else(|_| ulid::Ulid::new())
+}
+
 macro_rules! prefixed_id {
     ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
         $(#[$doc])*
@@ -22,9 +32,10 @@ macro_rules! prefixed_id {
         impl $name {
             pub const PREFIX: &'static str = $prefix;
 
-            /// A fresh id; ULIDs sort by creation time, so ids order newest-last.
+            /// A fresh id. Ids sort by creation order (newest last), also within one
+            /// millisecond: see [`monotonic_ulid`].
             pub fn generate() -> Self {
-                Self(format!("{}{}", $prefix, ulid::Ulid::new()))
+                Self(format!("{}{}", $prefix, monotonic_ulid()))
             }
 
             /// Parses `prefix + ULID` (the ULID in canonical upper-case Crockford base32).
@@ -174,6 +185,12 @@ mod tests {
         for bad in ["", "sess_", "key_01J9Z3QK8M0000000000000000", "sess_01j9z3qk8m0000000000000000", "sess_nope", "sess_01J9Z3QK8M0000000000000000x"] {
             assert!(SessionId::parse(bad).is_err(), "{bad} should be rejected");
         }
+    }
+
+    #[test]
+    fn ids_made_together_sort_in_creation_order() {
+        let ids: Vec<_> = (0..1000).map(|_| SessionId::generate()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "strictly increasing");
     }
 
     #[test]
