@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use wagate_core::{
     Capability, EngineKind, InstanceId, NewSession, Phone, Session, SessionId, SessionStatus, Timestamp,
 };
-use wagate_store::PageRequest;
+use wagate_store::{PageRequest, SessionSettings};
 
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::{ApiJson, RawQuery};
@@ -284,21 +284,18 @@ pub async fn patch(state: &AppState, auth: &Auth, id: &str, req: PatchSessionReq
     // Validate everything before writing anything.
     let name = req.name.map(|n| n.as_deref().map(validate_name).transpose()).transpose()?;
     let device_name = req.device_name.map(|n| n.as_deref().map(validate_device_name).transpose()).transpose()?;
-    let mut updated = session;
-    if let Some(name) = name {
-        updated = state
-            .store
-            .rename_session(&principal.org, &updated.id, name.as_deref(), wagate_core::now())
-            .await?
-            .ok_or_else(ApiError::session_not_found)?;
+    if name.is_none() && device_name.is_none() {
+        return Ok(view(&session).into_response());
     }
-    if let Some(device_name) = device_name {
-        updated = state
-            .store
-            .set_session_device_name(&principal.org, &updated.id, device_name.as_deref(), wagate_core::now())
-            .await?
-            .ok_or_else(ApiError::session_not_found)?;
-    }
+    let settings = SessionSettings {
+        name: name.as_ref().map(|n| n.as_deref()),
+        device_name: device_name.as_ref().map(|n| n.as_deref()),
+    };
+    let updated = state
+        .store
+        .update_session_settings(&principal.org, &session.id, &settings, wagate_core::now())
+        .await?
+        .ok_or_else(ApiError::session_not_found)?;
     Ok(view(&updated).into_response())
 }
 

@@ -90,20 +90,11 @@ impl Store for FakeStore {
     async fn list_sessions(&self, _org: &OrgId, _page: PageRequest<'_>) -> StoreResult<Page<Session>> {
         unimplemented!()
     }
-    async fn rename_session(
+    async fn update_session_settings(
         &self,
         _org: &OrgId,
         _id: &SessionId,
-        _name: Option<&str>,
-        _at: Timestamp,
-    ) -> StoreResult<Option<Session>> {
-        unimplemented!()
-    }
-    async fn set_session_device_name(
-        &self,
-        _org: &OrgId,
-        _id: &SessionId,
-        _device_name: Option<&str>,
+        _settings: &wagate_store::SessionSettings<'_>,
         _at: Timestamp,
     ) -> StoreResult<Option<Session>> {
         unimplemented!()

@@ -82,6 +82,27 @@ impl<T> Page<T> {
     }
 }
 
+/// A change of a session's user-set fields: `None` leaves a field as it is, `Some(None)` clears
+/// it, `Some(Some(v))` sets it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionSettings<'a> {
+    pub name: Option<Option<&'a str>>,
+    /// The linked-device name; cleared means the gateway-wide default.
+    pub device_name: Option<Option<&'a str>>,
+}
+
+impl<'a> SessionSettings<'a> {
+    /// Only the name.
+    pub fn name(name: Option<&'a str>) -> Self {
+        Self { name: Some(name), device_name: None }
+    }
+
+    /// Only the linked-device name.
+    pub fn device_name(device_name: Option<&'a str>) -> Self {
+        Self { name: None, device_name: Some(device_name) }
+    }
+}
+
 /// What to do with the stored identity in a state update.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdentityUpdate {
@@ -138,22 +159,14 @@ pub trait Store: Send + Sync + 'static {
     async fn get_session_by_instance(&self, instance: &InstanceId) -> Result<Option<Session>>;
     /// An organization's sessions, newest first.
     async fn list_sessions(&self, org: &OrgId, page: PageRequest<'_>) -> Result<Page<Session>>;
-    /// Sets the name (None clears it). `Ok(None)` when no such session in the organization;
-    /// `Conflict` on a duplicate name.
-    async fn rename_session(
+    /// Applies `settings` in one write (fields left `None` are unchanged). `Ok(None)` when no
+    /// such session in the organization; `Conflict("name")` on a duplicate name, with nothing
+    /// changed.
+    async fn update_session_settings(
         &self,
         org: &OrgId,
         id: &SessionId,
-        name: Option<&str>,
-        at: Timestamp,
-    ) -> Result<Option<Session>>;
-    /// Sets the linked-device name (None: the gateway-wide default). `Ok(None)` when no such
-    /// session in the organization.
-    async fn set_session_device_name(
-        &self,
-        org: &OrgId,
-        id: &SessionId,
-        device_name: Option<&str>,
+        settings: &SessionSettings<'_>,
         at: Timestamp,
     ) -> Result<Option<Session>>;
     /// Applies a run-state change. `Ok(None)` when the session no longer exists.

@@ -13,7 +13,7 @@ use wagate_core::{
     Timestamp,
 };
 
-use crate::{IdentityUpdate, Page, PageRequest, Result, SessionStateUpdate, Store, StoreError};
+use crate::{IdentityUpdate, Page, PageRequest, Result, SessionSettings, SessionStateUpdate, Store, StoreError};
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -225,51 +225,40 @@ impl Store for MemoryStore {
         Ok(Page::from_overfetched(items, size, |s| &s.id))
     }
 
-    async fn rename_session(
+    async fn update_session_settings(
         &self,
         org: &OrgId,
         id: &SessionId,
-        name: Option<&str>,
+        settings: &SessionSettings<'_>,
         at: Timestamp,
     ) -> Result<Option<Session>> {
         let mut state = self.state()?;
         let Some(old_name) = state.session_in_org(org, id).map(|s| s.name.clone()) else {
             return Ok(None);
         };
-        if let Some(name) = name
-            && let Some(holder) = state.session_by_name.get(&(org.clone(), name.to_owned()))
-            && holder != id
-        {
-            return Err(StoreError::Conflict("name".to_owned()));
-        }
-        if let Some(old) = old_name {
-            state.session_by_name.remove(&(org.clone(), old));
-        }
-        if let Some(name) = name {
-            state
-                .session_by_name
-                .insert((org.clone(), name.to_owned()), id.clone());
+        if let Some(name) = settings.name {
+            if let Some(name) = name
+                && let Some(holder) = state.session_by_name.get(&(org.clone(), name.to_owned()))
+                && holder != id
+            {
+                return Err(StoreError::Conflict("name".to_owned()));
+            }
+            if let Some(old) = old_name {
+                state.session_by_name.remove(&(org.clone(), old));
+            }
+            if let Some(name) = name {
+                state.session_by_name.insert((org.clone(), name.to_owned()), id.clone());
+            }
         }
         let Some(session) = state.sessions.get_mut(id) else {
             return Ok(None);
         };
-        session.name = name.map(str::to_owned);
-        session.updated_at = at;
-        Ok(Some(session.clone()))
-    }
-
-    async fn set_session_device_name(
-        &self,
-        org: &OrgId,
-        id: &SessionId,
-        device_name: Option<&str>,
-        at: Timestamp,
-    ) -> Result<Option<Session>> {
-        let mut state = self.state()?;
-        let Some(session) = state.sessions.get_mut(id).filter(|s| &s.org == org) else {
-            return Ok(None);
-        };
-        session.device_name = device_name.map(str::to_owned);
+        if let Some(name) = settings.name {
+            session.name = name.map(str::to_owned);
+        }
+        if let Some(device_name) = settings.device_name {
+            session.device_name = device_name.map(str::to_owned);
+        }
         session.updated_at = at;
         Ok(Some(session.clone()))
     }

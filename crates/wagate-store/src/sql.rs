@@ -94,15 +94,12 @@ pub(crate) const LIST_SESSIONS_AFTER: &str = concat!(
     " FROM sessions WHERE org_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
 );
 
-/// `$1` org, `$2` id, `$3` name, `$4` updated_at.
-pub(crate) const RENAME_SESSION: &str = concat!(
-    "UPDATE sessions SET name = $3, updated_at = $4 WHERE org_id = $1 AND id = $2 RETURNING ",
-    session_columns!()
-);
-
-/// `$1` org, `$2` id, `$3` device name (NULL: the gateway default), `$4` updated_at.
-pub(crate) const SET_SESSION_DEVICE_NAME: &str = concat!(
-    "UPDATE sessions SET device_name = $3, updated_at = $4 WHERE org_id = $1 AND id = $2 RETURNING ",
+/// `$1` org, `$2` id, `$3` whether to set the name, `$4` the name, `$5` whether to set the
+/// device name, `$6` the device name (NULL: the gateway default), `$7` updated_at.
+pub(crate) const UPDATE_SESSION_SETTINGS: &str = concat!(
+    "UPDATE sessions SET name = CASE WHEN $3 THEN $4 ELSE name END, \
+     device_name = CASE WHEN $5 THEN $6 ELSE device_name END, updated_at = $7 \
+     WHERE org_id = $1 AND id = $2 RETURNING ",
     session_columns!()
 );
 
@@ -445,36 +442,20 @@ macro_rules! impl_sql_store {
                 Ok($crate::Page::from_overfetched(items, size, |s| &s.id))
             }
 
-            async fn rename_session(
+            async fn update_session_settings(
                 &self,
                 org: &wagate_core::OrgId,
                 id: &wagate_core::SessionId,
-                name: Option<&str>,
+                settings: &$crate::SessionSettings<'_>,
                 at: wagate_core::Timestamp,
             ) -> $crate::Result<Option<wagate_core::Session>> {
-                sqlx::query_as::<_, $crate::rows::SessionRow>($crate::sql::RENAME_SESSION)
+                sqlx::query_as::<_, $crate::rows::SessionRow>($crate::sql::UPDATE_SESSION_SETTINGS)
                     .bind(org.as_str())
                     .bind(id.as_str())
-                    .bind(name)
-                    .bind(at)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err($crate::sql::db_err)?
-                    .map($crate::rows::SessionRow::into_session)
-                    .transpose()
-            }
-
-            async fn set_session_device_name(
-                &self,
-                org: &wagate_core::OrgId,
-                id: &wagate_core::SessionId,
-                device_name: Option<&str>,
-                at: wagate_core::Timestamp,
-            ) -> $crate::Result<Option<wagate_core::Session>> {
-                sqlx::query_as::<_, $crate::rows::SessionRow>($crate::sql::SET_SESSION_DEVICE_NAME)
-                    .bind(org.as_str())
-                    .bind(id.as_str())
-                    .bind(device_name)
+                    .bind(settings.name.is_some())
+                    .bind(settings.name.flatten())
+                    .bind(settings.device_name.is_some())
+                    .bind(settings.device_name.flatten())
                     .bind(at)
                     .fetch_optional(&self.pool)
                     .await

@@ -13,7 +13,7 @@ use wagate_core::{
     ApiKeyId, ApiKeyRecord, Capabilities, Capability, EngineKind, Identity, InstanceId, NewSession,
     OrgId, Phone, Session, SessionId, SessionStatus, Timestamp,
 };
-use wagate_store::{IdentityUpdate, PageRequest, SessionStateUpdate, Store, StoreError, testing};
+use wagate_store::{IdentityUpdate, PageRequest, SessionSettings, SessionStateUpdate, Store, StoreError, testing};
 
 // ---------------------------------------------------------------------------------------------
 // Runners
@@ -627,7 +627,7 @@ async fn session_rename(store: Arc<dyn Store>) {
 
     let t = later(a.created_at, 2_000);
     let renamed = store
-        .rename_session(&acme, &b.id, Some("beta"), t)
+        .update_session_settings(&acme, &b.id, &SessionSettings::name(Some("beta")), t)
         .await
         .unwrap()
         .unwrap();
@@ -640,7 +640,7 @@ async fn session_rename(store: Arc<dyn Store>) {
     );
 
     assert_conflict(
-        store.rename_session(&acme, &b.id, Some("alpha"), t).await,
+        store.update_session_settings(&acme, &b.id, &SessionSettings::name(Some("alpha")), t).await,
         "name",
     );
     assert_eq!(
@@ -656,25 +656,25 @@ async fn session_rename(store: Arc<dyn Store>) {
 
     // Keeping one's own name is not a conflict; another organization may use it.
     store
-        .rename_session(&acme, &a.id, Some("alpha"), t)
+        .update_session_settings(&acme, &a.id, &SessionSettings::name(Some("alpha")), t)
         .await
         .unwrap()
         .unwrap();
     store
-        .rename_session(&org("globex"), &g.id, Some("alpha"), t)
+        .update_session_settings(&org("globex"), &g.id, &SessionSettings::name(Some("alpha")), t)
         .await
         .unwrap()
         .unwrap();
 
     // Clearing frees the name.
     let cleared = store
-        .rename_session(&acme, &a.id, None, t)
+        .update_session_settings(&acme, &a.id, &SessionSettings::name(None), t)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(cleared.name, None);
     store
-        .rename_session(&acme, &b.id, Some("alpha"), t)
+        .update_session_settings(&acme, &b.id, &SessionSettings::name(Some("alpha")), t)
         .await
         .unwrap()
         .unwrap();
@@ -686,14 +686,14 @@ async fn session_rename(store: Arc<dyn Store>) {
     // Not found: unknown id, or another organization's session.
     assert_eq!(
         store
-            .rename_session(&acme, &SessionId::generate(), Some("x"), t)
+            .update_session_settings(&acme, &SessionId::generate(), &SessionSettings::name(Some("x")), t)
             .await
             .unwrap(),
         None
     );
     assert_eq!(
         store
-            .rename_session(&org("globex"), &a.id, Some("x"), t)
+            .update_session_settings(&org("globex"), &a.id, &SessionSettings::name(Some("x")), t)
             .await
             .unwrap(),
         None
@@ -754,7 +754,7 @@ async fn session_device_name_round_trips(store: Arc<dyn Store>) {
     // Renames and state updates keep it.
     let t = later(named.created_at, 1_000);
     let renamed = store
-        .rename_session(&acme, &named.id, Some("reception"), t)
+        .update_session_settings(&acme, &named.id, &SessionSettings::name(Some("reception")), t)
         .await
         .unwrap()
         .unwrap();
@@ -774,7 +774,7 @@ async fn session_device_name_round_trips(store: Arc<dyn Store>) {
     // Set, change, clear.
     let t2 = later(named.created_at, 2_000);
     let set = store
-        .set_session_device_name(&acme, &plain.id, Some("Sales"), t2)
+        .update_session_settings(&acme, &plain.id, &SessionSettings::device_name(Some("Sales")), t2)
         .await
         .unwrap()
         .unwrap();
@@ -790,7 +790,7 @@ async fn session_device_name_round_trips(store: Arc<dyn Store>) {
     );
     let t3 = later(named.created_at, 3_000);
     let cleared = store
-        .set_session_device_name(&acme, &named.id, None, t3)
+        .update_session_settings(&acme, &named.id, &SessionSettings::device_name(None), t3)
         .await
         .unwrap()
         .unwrap();
@@ -811,14 +811,14 @@ async fn session_device_name_round_trips(store: Arc<dyn Store>) {
     // Not found: unknown id, or another organization's session (which stays unchanged).
     assert_eq!(
         store
-            .set_session_device_name(&acme, &SessionId::generate(), Some("x"), t3)
+            .update_session_settings(&acme, &SessionId::generate(), &SessionSettings::device_name(Some("x")), t3)
             .await
             .unwrap(),
         None
     );
     assert_eq!(
         store
-            .set_session_device_name(&org("globex"), &plain.id, Some("x"), t3)
+            .update_session_settings(&org("globex"), &plain.id, &SessionSettings::device_name(Some("x")), t3)
             .await
             .unwrap(),
         None
@@ -833,6 +833,32 @@ async fn session_device_name_round_trips(store: Arc<dyn Store>) {
             .as_deref(),
         Some("Sales")
     );
+}
+
+async fn session_settings_change_together_or_not_at_all(store: Arc<dyn Store>) {
+    let acme = org("acme");
+    let a = store.insert_session(&new_session(&acme, Some("alpha"))).await.unwrap();
+    let b = store.insert_session(&new_session(&acme, Some("beta"))).await.unwrap();
+    let t = later(b.created_at, 1_000);
+
+    // Both fields in one write.
+    let both = SessionSettings { name: Some(Some("gamma")), device_name: Some(Some("Front desk")) };
+    let s = store.update_session_settings(&acme, &b.id, &both, t).await.unwrap().unwrap();
+    assert_eq!((s.name.as_deref(), s.device_name.as_deref()), (Some("gamma"), Some("Front desk")));
+
+    // A duplicate name refuses the whole change: the device name is not written either.
+    let clash = SessionSettings { name: Some(Some("alpha")), device_name: Some(Some("Other")) };
+    let err = store.update_session_settings(&acme, &b.id, &clash, later(t, 1_000)).await;
+    assert!(matches!(err, Err(StoreError::Conflict(ref f)) if f == "name"), "{err:?}");
+    let s = store.get_session(&acme, &b.id).await.unwrap().unwrap();
+    assert_eq!((s.name.as_deref(), s.device_name.as_deref()), (Some("gamma"), Some("Front desk")));
+    assert_eq!(s.updated_at, t);
+
+    // Nothing to change still answers the session; fields left out are kept.
+    let s = store.update_session_settings(&acme, &b.id, &SessionSettings::default(), t).await.unwrap().unwrap();
+    assert_eq!((s.name.as_deref(), s.device_name.as_deref()), (Some("gamma"), Some("Front desk")));
+    let s = store.update_session_settings(&acme, &a.id, &SessionSettings::device_name(None), t).await.unwrap().unwrap();
+    assert_eq!((s.name.as_deref(), s.device_name), (Some("alpha"), None));
 }
 
 async fn session_state_updates(store: Arc<dyn Store>) {
@@ -1247,6 +1273,7 @@ scenarios!(
     session_list_paginates_newest_first,
     session_rename,
     session_device_name_round_trips,
+    session_settings_change_together_or_not_at_all,
     session_state_updates,
     session_delete_is_scoped,
     sessions_to_resume_oldest_first,
