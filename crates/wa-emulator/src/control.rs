@@ -1,0 +1,126 @@
+//! The emulator's HTTP control surface, for demos and for tests in other languages.
+//!
+//! | route | does |
+//! |---|---|
+//! | `GET /accounts`, `POST /accounts` `{phone?, pushName?, platform?}` | list or create phones |
+//! | `GET /devices` | linked companion devices, with `online` |
+//! | `GET /pairing-requests` | companions connected and waiting to be paired |
+//! | `POST /scan` `{qr, phone?, pushName?, platform?}` | the phone scans a QR code |
+//! | `POST /enter-code` `{phone, code}` | the user types a pairing code into the phone |
+//! | `POST /devices/{jid}/unlink`, `POST /devices/{jid}/replace` | remove a device; replace its stream |
+//! | `POST /drop` `{jid?}` | drop connections (all without `jid`) |
+//! | `POST /refuse-logins` `{reason}` | answer logins `<failure reason=…>` (`null` accepts again) |
+//! | `GET /events` | what happened, in order |
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{AccountSpec, Emulator, EmulatorError};
+
+pub fn router(emulator: Arc<Emulator>) -> Router {
+    Router::new()
+        .route("/accounts", get(accounts).post(create_account))
+        .route("/devices", get(devices))
+        .route("/pairing-requests", get(pairing_requests))
+        .route("/scan", post(scan))
+        .route("/enter-code", post(enter_code))
+        .route("/devices/{jid}/unlink", post(unlink))
+        .route("/devices/{jid}/replace", post(replace))
+        .route("/drop", post(drop_connections))
+        .route("/refuse-logins", post(refuse_logins))
+        .route("/events", get(events))
+        .with_state(emulator)
+}
+
+type Emu = State<Arc<Emulator>>;
+
+impl IntoResponse for EmulatorError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            EmulatorError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            EmulatorError::Invalid(_) => (StatusCode::BAD_REQUEST, "validation_error"),
+            EmulatorError::Rejected(_) => (StatusCode::CONFLICT, "rejected"),
+            EmulatorError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+        };
+        (status, Json(json!({ "error": { "code": code, "message": self.to_string() } }))).into_response()
+    }
+}
+
+async fn accounts(State(e): Emu) -> impl IntoResponse {
+    Json(e.accounts())
+}
+
+async fn create_account(State(e): Emu, Json(spec): Json<AccountSpec>) -> Result<impl IntoResponse, EmulatorError> {
+    Ok((StatusCode::CREATED, Json(e.create_account(spec)?)))
+}
+
+async fn devices(State(e): Emu) -> impl IntoResponse {
+    Json(e.devices())
+}
+
+async fn pairing_requests(State(e): Emu) -> impl IntoResponse {
+    Json(e.pairing_requests())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Scan {
+    qr: String,
+    #[serde(flatten)]
+    account: AccountSpec,
+}
+
+async fn scan(State(e): Emu, Json(body): Json<Scan>) -> Result<impl IntoResponse, EmulatorError> {
+    Ok(Json(e.scan_qr(&body.qr, body.account).await?))
+}
+
+#[derive(Deserialize)]
+struct EnterCode {
+    phone: String,
+    code: String,
+}
+
+async fn enter_code(State(e): Emu, Json(body): Json<EnterCode>) -> Result<impl IntoResponse, EmulatorError> {
+    Ok(Json(e.enter_code(&body.phone, &body.code).await?))
+}
+
+async fn unlink(State(e): Emu, Path(jid): Path<String>) -> Result<impl IntoResponse, EmulatorError> {
+    e.unlink(&jid)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn replace(State(e): Emu, Path(jid): Path<String>) -> Result<impl IntoResponse, EmulatorError> {
+    e.replace(&jid)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, Default)]
+struct Drop {
+    jid: Option<String>,
+}
+
+async fn drop_connections(State(e): Emu, body: Option<Json<Drop>>) -> impl IntoResponse {
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    Json(json!({ "dropped": e.drop_connections(body.jid.as_deref()) }))
+}
+
+#[derive(Deserialize)]
+struct Refuse {
+    reason: Option<u16>,
+}
+
+async fn refuse_logins(State(e): Emu, Json(body): Json<Refuse>) -> impl IntoResponse {
+    e.refuse_logins(body.reason);
+    StatusCode::NO_CONTENT
+}
+
+async fn events(State(e): Emu) -> impl IntoResponse {
+    Json(e.events())
+}

@@ -1,0 +1,978 @@
+//! A local emulator of the WhatsApp Web multi-device server and of the primary phone.
+//!
+//! The real `whatsapp-rust` client pairs with it (QR or pairing code), logs in, stays
+//! connected, and is logged out, unlinked, replaced, refused or dropped by it on request.
+//! Tests start it in-process on port 0 ([`Emulator::start`]); the `wa-emulator` binary serves
+//! it with an HTTP control surface ([`control::router`]) for demos.
+//!
+//! The emulator signs its Noise certificate with its own root, so only a client built with
+//! `danger-skip-cert-chain-verify` (wagate's tests, never its release binary) accepts it.
+//! Protocol facts: `docs/WHATSAPP-EMULATOR.md`.
+
+pub mod control;
+pub mod noise;
+pub mod phone;
+mod server;
+mod state;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::prelude::BASE64_URL_SAFE_NO_PAD;
+use rand::RngExt;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, oneshot};
+use whatsapp_rust::wacore_binary::builder::NodeBuilder;
+use whatsapp_rust::wacore_binary::{Jid, Node, NodeContent};
+use whatsapp_rust::waproto::whatsapp as wa;
+
+pub use noise::Pattern;
+pub use state::{Account, AccountSpec, Device};
+
+use noise::ServerIdentity;
+use phone::{CompanionHello, PrimaryHello};
+use server::{ConnTx, Outbound};
+use state::{AccountRecord, Persisted};
+
+const SERVER: &str = "s.whatsapp.net";
+
+/// How long the phone waits for the companion to answer a pair-success.
+const PAIR_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Emulator settings.
+#[derive(Clone, Debug)]
+pub struct EmulatorConfig {
+    /// Where to listen; port 0 picks a free one.
+    pub bind: SocketAddr,
+    /// Keeps the server key and the accounts across restarts when set.
+    pub data_dir: Option<PathBuf>,
+    /// Pause between the companion's pair-device-sign and the `515` restart. The real server
+    /// takes a moment too; sent instantly it races the client's own bookkeeping.
+    pub restart_delay: Duration,
+    /// QR refs offered to each fresh companion (the first lasts 60 s, the others 20 s).
+    pub qr_refs: usize,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: None,
+            restart_delay: Duration::from_millis(300),
+            qr_refs: 6,
+        }
+    }
+}
+
+/// Why a control action failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    /// The companion refused or the flow went wrong on the wire.
+    #[error("{0}")]
+    Rejected(String),
+    #[error("{0}")]
+    Timeout(String),
+}
+
+/// Something that happened on the emulated server, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum ServerEvent {
+    /// A fresh companion connected and was offered QR refs.
+    #[serde(rename_all = "camelCase")]
+    Registration { conn: u64 },
+    /// A companion asked to link to `phone` by pairing code.
+    #[serde(rename_all = "camelCase")]
+    PairingCodeRequested { conn: u64, phone: String },
+    #[serde(rename_all = "camelCase")]
+    Paired { jid: String, via: String },
+    #[serde(rename_all = "camelCase")]
+    LoggedIn { conn: u64, jid: String, pattern: String },
+    #[serde(rename_all = "camelCase")]
+    LoginRefused { jid: String, reason: u16 },
+    /// The device logged in again elsewhere; this connection was told `replaced`.
+    #[serde(rename_all = "camelCase")]
+    Replaced { conn: u64, jid: String },
+    /// The phone removed the device.
+    #[serde(rename_all = "camelCase")]
+    Unlinked { jid: String },
+    /// The companion logged itself out (`remove-companion-device`).
+    #[serde(rename_all = "camelCase")]
+    RemoveCompanionDevice { jid: String, reason: String },
+    #[serde(rename_all = "camelCase")]
+    Dropped { conn: u64, jid: Option<String> },
+    #[serde(rename_all = "camelCase")]
+    Disconnected { conn: u64, jid: Option<String> },
+}
+
+/// A companion connected without credentials, waiting to be paired.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PairingRequest {
+    pub conn: u64,
+    /// The phone number a pairing code was requested for, if one was.
+    pub code_for: Option<String>,
+    pub name: Option<String>,
+}
+
+/// A running emulator. Dropping it (or [`Emulator::shutdown`]) stops it.
+pub struct Emulator {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.shared.drop_all();
+    }
+}
+
+impl Emulator {
+    pub async fn start(config: EmulatorConfig) -> anyhow::Result<Self> {
+        let mut persisted = match &config.data_dir {
+            Some(dir) => Persisted::load(dir)?,
+            None => Persisted::default(),
+        };
+        let identity = ServerIdentity::new(persisted.server_key.as_deref(), unix_now())?;
+        if let Some(dir) = &config.data_dir
+            && persisted.server_key.is_none()
+        {
+            persisted.server_key = Some(identity.private_bytes());
+            persisted.save(dir)?;
+        }
+        let listener = TcpListener::bind(config.bind).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            identity,
+            inner: Mutex::new(Inner {
+                server_key: persisted.server_key,
+                accounts: persisted.accounts,
+                conns: HashMap::new(),
+                pending: HashMap::new(),
+                refuse: None,
+                events: Vec::new(),
+            }),
+            changed: Notify::new(),
+            next_id: AtomicU64::new(1),
+            config,
+        });
+        let s = shared.clone();
+        let accept = tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nodelay(true);
+                        tokio::spawn(server::serve(s.clone(), stream));
+                    }
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+        tracing::info!(%addr, "WhatsApp emulator listening");
+        Ok(Self { shared, addr, accept })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The URL to point a client at (`ws://ADDR/ws/chat`).
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws/chat", self.addr)
+    }
+
+    pub fn create_account(&self, spec: AccountSpec) -> Result<Account, EmulatorError> {
+        let mut inner = self.shared.lock();
+        let record = inner.new_account(&spec)?;
+        let view = record.view(|_| false);
+        self.shared.save(&inner);
+        Ok(view)
+    }
+
+    pub fn accounts(&self) -> Vec<Account> {
+        let inner = self.shared.lock();
+        inner.accounts.iter().map(|a| a.view(|jid| inner.online(jid))).collect()
+    }
+
+    pub fn account(&self, phone: &str) -> Option<Account> {
+        self.accounts().into_iter().find(|a| a.phone == phone)
+    }
+
+    /// Every linked device of every account.
+    pub fn devices(&self) -> Vec<Device> {
+        self.accounts().into_iter().flat_map(|a| a.devices).collect()
+    }
+
+    pub fn device(&self, jid: &str) -> Option<Device> {
+        self.devices().into_iter().find(|d| d.jid == jid)
+    }
+
+    /// Companions connected without credentials, waiting to be paired.
+    pub fn pairing_requests(&self) -> Vec<PairingRequest> {
+        let inner = self.shared.lock();
+        let mut out: Vec<PairingRequest> = inner
+            .conns
+            .iter()
+            .filter_map(|(id, c)| match &c.kind {
+                ConnKind::Registering(r) => Some(PairingRequest {
+                    conn: *id,
+                    code_for: r.code.as_ref().map(|c| c.hello.phone.clone()),
+                    name: r.name.clone(),
+                }),
+                ConnKind::LoggedIn { .. } => None,
+            })
+            .collect();
+        out.sort_by_key(|r| r.conn);
+        out
+    }
+
+    /// The phone scans `qr` (the companion's `ref,noise,identity,adv,…` string) and links the
+    /// companion to the account named by `spec.phone`, or to a new account made from `spec`.
+    /// Returns once the companion accepted the pair-success; the `515` restart follows.
+    pub async fn scan_qr(&self, qr: &str, spec: AccountSpec) -> Result<Device, EmulatorError> {
+        let scanned = phone::parse_qr(qr).map_err(|e| EmulatorError::Invalid(format!("{e:#}")))?;
+        let (conn, phone_number, name) = {
+            let mut inner = self.shared.lock();
+            let conn = inner
+                .conns
+                .iter()
+                .find_map(|(id, c)| match &c.kind {
+                    ConnKind::Registering(r)
+                        if r.noise_pub == scanned.noise_pub && r.refs.contains(&scanned.pairing_ref) =>
+                    {
+                        Some((*id, r.name.clone()))
+                    }
+                    _ => None,
+                })
+                .ok_or_else(|| {
+                    EmulatorError::NotFound("no companion connected with this QR code (expired, or already paired)".into())
+                })?;
+            let phone_number = match spec.phone.as_deref().filter(|p| inner.account(p).is_some()) {
+                Some(p) => p.to_owned(),
+                None => inner.new_account(&spec)?.phone.clone(),
+            };
+            (conn.0, phone_number, conn.1)
+        };
+        self.shared.save(&self.shared.lock());
+        self.shared
+            .clone()
+            .complete_pairing(conn, &phone_number, scanned.identity_pub, scanned.adv_secret, name, "qr")
+            .await
+    }
+
+    /// The user types `code` (shown by the companion) into the phone of `phone`. Returns once
+    /// the companion finished the exchange and accepted the pair-success.
+    pub async fn enter_code(&self, phone_number: &str, code: &str) -> Result<Device, EmulatorError> {
+        let (conn, hello) = {
+            let inner = self.shared.lock();
+            inner
+                .conns
+                .iter()
+                .filter_map(|(id, c)| match &c.kind {
+                    ConnKind::Registering(r) => r.code.as_ref().filter(|f| f.hello.phone == phone_number).map(|f| (*id, f.hello.clone())),
+                    _ => None,
+                })
+                .max_by_key(|(id, _)| *id)
+                .ok_or_else(|| EmulatorError::NotFound(format!("no companion is waiting for a code for {phone_number}")))?
+        };
+        // PBKDF2 with 131072 rounds: off the async threads.
+        let code = code.to_owned();
+        let primary = tokio::task::spawn_blocking(move || phone::primary_hello(&hello, &code))
+            .await
+            .map_err(|e| EmulatorError::Rejected(e.to_string()))?
+            .map_err(|e| EmulatorError::Invalid(format!("{e:#}")))?;
+        let (done_tx, done_rx) = oneshot::channel();
+        let notification = {
+            let mut inner = self.shared.lock();
+            if inner.account(phone_number).is_none() {
+                inner.new_account(&AccountSpec { phone: Some(phone_number.to_owned()), ..Default::default() })?;
+            }
+            let account_key = inner
+                .account(phone_number)
+                .ok_or_else(|| EmulatorError::NotFound(phone_number.to_owned()))?
+                .identity()
+                .map_err(|e| EmulatorError::Rejected(e.to_string()))?;
+            let Some(ConnKind::Registering(reg)) = inner.conns.get_mut(&conn).map(|c| &mut c.kind) else {
+                return Err(EmulatorError::NotFound("the companion went away".into()));
+            };
+            let flow = reg.code.as_mut().ok_or_else(|| EmulatorError::NotFound("no code flow".into()))?;
+            let node = NodeBuilder::new("notification")
+                .attr("from", SERVER)
+                .attr("type", "link_code_companion_reg")
+                .attr("id", self.shared.next_id())
+                .attr("t", unix_now().to_string())
+                .children([NodeBuilder::new("link_code_companion_reg")
+                    .attr("stage", "primary_hello")
+                    .children([
+                        NodeBuilder::new("link_code_pairing_wrapped_primary_ephemeral_pub")
+                            .bytes(primary.wrapped.to_vec())
+                            .build(),
+                        NodeBuilder::new("primary_identity_pub")
+                            .bytes(account_key.public_key.public_key_bytes().to_vec())
+                            .build(),
+                        NodeBuilder::new("link_code_pairing_ref").bytes(flow.hello.pairing_ref.as_bytes().to_vec()).build(),
+                    ])
+                    .build()])
+                .build();
+            flow.primary = Some(primary);
+            flow.done = Some(done_tx);
+            self.shared.save(&inner);
+            node
+        };
+        self.shared.send(conn, Outbound::Node(notification));
+        match tokio::time::timeout(PAIR_ANSWER_TIMEOUT * 2, done_rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(EmulatorError::Rejected("the companion disconnected before pairing finished".into())),
+            Err(_) => Err(EmulatorError::Timeout("the companion did not finish pairing by code".into())),
+        }
+    }
+
+    /// The phone removes a linked device: its connection gets `401 device_removed`.
+    pub fn unlink(&self, jid: &str) -> Result<(), EmulatorError> {
+        let conns = {
+            let mut inner = self.shared.lock();
+            inner.remove_device(jid)?;
+            inner.events.push(ServerEvent::Unlinked { jid: jid.to_owned() });
+            self.shared.save(&inner);
+            inner.conns_of(jid)
+        };
+        for conn in conns {
+            self.shared.send(conn, Outbound::CloseWith(stream_error(Some("401"), Some("device_removed"))));
+        }
+        self.shared.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Another login of the device, as far as its open connection can tell: `conflict replaced`.
+    pub fn replace(&self, jid: &str) -> Result<(), EmulatorError> {
+        let conns = self.shared.lock().conns_of(jid);
+        if conns.is_empty() {
+            return Err(EmulatorError::NotFound(format!("{jid} is not connected")));
+        }
+        let mut inner = self.shared.lock();
+        for conn in conns {
+            inner.events.push(ServerEvent::Replaced { conn, jid: jid.to_owned() });
+            inner.send(conn, Outbound::CloseWith(stream_error(None, Some("replaced"))));
+        }
+        drop(inner);
+        self.shared.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Drops the connections of `jid` (or every connection) without a word. Returns how many.
+    pub fn drop_connections(&self, jid: Option<&str>) -> usize {
+        let mut inner = self.shared.lock();
+        let targets: Vec<(u64, Option<String>)> = inner
+            .conns
+            .iter()
+            .filter(|(_, c)| jid.is_none() || c.jid() == jid)
+            .map(|(id, c)| (*id, c.jid().map(str::to_owned)))
+            .collect();
+        for (conn, jid) in &targets {
+            inner.events.push(ServerEvent::Dropped { conn: *conn, jid: jid.clone() });
+            inner.send(*conn, Outbound::Drop);
+        }
+        drop(inner);
+        self.shared.changed.notify_waiters();
+        targets.len()
+    }
+
+    /// While set, every login is answered `<failure reason=CODE/>` (401, 403 and 406 log the
+    /// device out; 500 and 503 make it retry).
+    pub fn refuse_logins(&self, reason: Option<u16>) {
+        self.shared.lock().refuse = reason;
+    }
+
+    pub fn events(&self) -> Vec<ServerEvent> {
+        self.shared.lock().events.clone()
+    }
+
+    /// Waits for an event matching `pred` (past or future).
+    pub async fn wait_for_event(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&ServerEvent) -> bool,
+    ) -> Result<ServerEvent, EmulatorError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.shared.changed.notified();
+            if let Some(e) = self.shared.lock().events.iter().find(|e| pred(e)) {
+                return Ok(e.clone());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(EmulatorError::Timeout(format!(
+                    "no such event within {timeout:?}; events: {:?}",
+                    self.events()
+                )));
+            }
+        }
+    }
+
+    /// Logged-in connections open now.
+    pub fn online(&self) -> usize {
+        self.shared.lock().conns.values().filter(|c| c.jid().is_some()).count()
+    }
+
+    /// Stops listening and drops every connection.
+    pub fn shutdown(self) {}
+}
+
+pub(crate) struct Shared {
+    config: EmulatorConfig,
+    identity: ServerIdentity,
+    inner: Mutex<Inner>,
+    changed: Notify,
+    next_id: AtomicU64,
+}
+
+struct Inner {
+    server_key: Option<Vec<u8>>,
+    accounts: Vec<AccountRecord>,
+    conns: HashMap<u64, Conn>,
+    /// Server-initiated IQs waiting for the companion's answer, by id.
+    pending: HashMap<String, oneshot::Sender<Node>>,
+    refuse: Option<u16>,
+    events: Vec<ServerEvent>,
+}
+
+struct Conn {
+    tx: ConnTx,
+    kind: ConnKind,
+}
+
+impl Conn {
+    fn jid(&self) -> Option<&str> {
+        match &self.kind {
+            ConnKind::LoggedIn { jid } => Some(jid),
+            ConnKind::Registering(_) => None,
+        }
+    }
+}
+
+enum ConnKind {
+    Registering(Registration),
+    LoggedIn { jid: String },
+}
+
+struct Registration {
+    noise_pub: [u8; 32],
+    refs: Vec<String>,
+    name: Option<String>,
+    code: Option<CodeFlow>,
+}
+
+struct CodeFlow {
+    hello: CompanionHello,
+    primary: Option<PrimaryHello>,
+    done: Option<oneshot::Sender<Result<Device, EmulatorError>>>,
+}
+
+impl Inner {
+    fn account(&self, phone: &str) -> Option<&AccountRecord> {
+        self.accounts.iter().find(|a| a.phone == phone)
+    }
+
+    fn new_account(&mut self, spec: &AccountSpec) -> Result<&AccountRecord, EmulatorError> {
+        let record = AccountRecord::generate(spec, |p| self.account(p).is_some())
+            .map_err(|e| EmulatorError::Invalid(format!("{e:#}")))?;
+        self.accounts.push(record);
+        Ok(self.accounts.last().expect("just pushed"))
+    }
+
+    fn online(&self, jid: &str) -> bool {
+        self.conns.values().any(|c| c.jid() == Some(jid))
+    }
+
+    fn conns_of(&self, jid: &str) -> Vec<u64> {
+        self.conns.iter().filter(|(_, c)| c.jid() == Some(jid)).map(|(id, _)| *id).collect()
+    }
+
+    fn remove_device(&mut self, jid: &str) -> Result<Device, EmulatorError> {
+        for account in &mut self.accounts {
+            if let Some(i) = account.devices.iter().position(|d| d.jid == jid) {
+                return Ok(account.devices.remove(i));
+            }
+        }
+        Err(EmulatorError::NotFound(format!("no linked device {jid}")))
+    }
+
+    fn send(&self, conn: u64, out: Outbound) {
+        if let Some(c) = self.conns.get(&conn) {
+            let _ = c.tx.send(out);
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn next_id(&self) -> String {
+        format!("emu.{}", self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn send(&self, conn: u64, out: Outbound) {
+        self.lock().send(conn, out);
+    }
+
+    fn save(&self, inner: &Inner) {
+        if let Some(dir) = &self.config.data_dir {
+            let persisted = Persisted { server_key: inner.server_key.clone(), accounts: inner.accounts.clone() };
+            if let Err(e) = persisted.save(dir) {
+                tracing::error!("saving the emulator state: {e:#}");
+            }
+        }
+    }
+
+    fn drop_all(&self) {
+        let inner = self.lock();
+        for c in inner.conns.values() {
+            let _ = c.tx.send(Outbound::Drop);
+        }
+    }
+
+    fn event(&self, event: ServerEvent) {
+        tracing::debug!(?event, "emulator");
+        self.lock().events.push(event);
+        self.changed.notify_waiters();
+    }
+
+    /// A handshake finished: a fresh companion gets QR refs, a paired one logs in (or not).
+    fn on_established(
+        self: &Arc<Self>,
+        tx: ConnTx,
+        payload: &wa::ClientPayload,
+        client_static: [u8; 32],
+        pattern: Pattern,
+    ) -> u64 {
+        let conn = self.next_id.fetch_add(1, Ordering::Relaxed);
+        match payload.username {
+            None => {
+                let refs: Vec<String> = (0..self.config.qr_refs.max(1)).map(|_| random_ref()).collect();
+                let name = payload
+                    .device_pairing_data
+                    .as_option()
+                    .and_then(|d| d.device_props.as_deref())
+                    .and_then(|p| {
+                        use whatsapp_rust::buffa::Message as _;
+                        wa::DeviceProps::decode_from_slice(p).ok()
+                    })
+                    .and_then(|p| p.os);
+                let iq = NodeBuilder::new("iq")
+                    .attr("from", SERVER)
+                    .attr("type", "set")
+                    .attr("id", self.next_id())
+                    .attr("xmlns", "md")
+                    .children([NodeBuilder::new("pair-device")
+                        .children(refs.iter().map(|r| NodeBuilder::new("ref").bytes(r.as_bytes().to_vec()).build()))
+                        .build()])
+                    .build();
+                let _ = tx.send(Outbound::Node(iq));
+                let registration = Registration { noise_pub: client_static, refs, name, code: None };
+                self.lock().conns.insert(conn, Conn { tx, kind: ConnKind::Registering(registration) });
+                self.event(ServerEvent::Registration { conn });
+            }
+            Some(username) => {
+                let phone_number = username.to_string();
+                let device = payload.device.unwrap_or(0);
+                let jid = format!("{phone_number}:{device}@s.whatsapp.net");
+                let mut inner = self.lock();
+                let known = inner
+                    .account(&phone_number)
+                    .and_then(|a| a.devices.iter().find(|d| d.device == device).map(|d| (a, d)));
+                let refusal = match (inner.refuse, known) {
+                    (Some(code), _) => Some(code),
+                    (None, None) => Some(401),
+                    (None, Some((_, d))) if d.noise_pub != client_static => Some(401),
+                    _ => None,
+                };
+                if let Some(reason) = refusal {
+                    let _ = tx.send(Outbound::CloseWith(
+                        NodeBuilder::new("failure").attr("reason", reason.to_string()).attr("location", "emu").build(),
+                    ));
+                    drop(inner);
+                    self.event(ServerEvent::LoginRefused { jid, reason });
+                    return conn;
+                }
+                let lid = known.map(|(_, d)| d.lid.clone()).unwrap_or_default();
+                for other in inner.conns_of(&jid) {
+                    inner.send(other, Outbound::CloseWith(stream_error(None, Some("replaced"))));
+                    inner.events.push(ServerEvent::Replaced { conn: other, jid: jid.clone() });
+                }
+                if let Some(d) = inner
+                    .accounts
+                    .iter_mut()
+                    .find(|a| a.phone == phone_number)
+                    .and_then(|a| a.devices.iter_mut().find(|d| d.device == device))
+                {
+                    d.logins += 1;
+                }
+                let mut success = NodeBuilder::new("success")
+                    .attr("t", unix_now().to_string())
+                    .attr("location", "emu")
+                    .attr("creation", unix_now().to_string());
+                if let Ok(lid) = lid.parse::<Jid>() {
+                    success = success.attr("lid", lid);
+                }
+                let _ = tx.send(Outbound::Node(success.build()));
+                inner.conns.insert(conn, Conn { tx, kind: ConnKind::LoggedIn { jid: jid.clone() } });
+                let pattern = match pattern {
+                    Pattern::Xx => "xx",
+                    Pattern::Ik => "ik",
+                    Pattern::XxFallback => "xxfallback",
+                };
+                inner.events.push(ServerEvent::LoggedIn { conn, jid, pattern: pattern.to_owned() });
+                drop(inner);
+                self.changed.notify_waiters();
+            }
+        }
+        conn
+    }
+
+    fn on_closed(&self, conn: u64) {
+        let removed = self.lock().conns.remove(&conn);
+        if let Some(c) = removed {
+            let jid = c.jid().map(str::to_owned);
+            self.event(ServerEvent::Disconnected { conn, jid });
+        }
+    }
+
+    /// A node from a connection. Never waits on the client (that would stall its reader).
+    fn on_node(self: &Arc<Self>, conn: u64, node: Node) {
+        if node.tag != "iq" {
+            // Acks, receipts, presence: nothing to route yet.
+            return;
+        }
+        let mut attrs = node.attrs();
+        let id = attrs.optional_string("id").map(|s| s.into_owned()).unwrap_or_default();
+        let kind = attrs.optional_string("type").map(|s| s.into_owned()).unwrap_or_default();
+        let xmlns = attrs.optional_string("xmlns").map(|s| s.into_owned()).unwrap_or_default();
+        match kind.as_str() {
+            "result" | "error" => {
+                if let Some(waiter) = self.lock().pending.remove(&id) {
+                    let _ = waiter.send(node);
+                }
+            }
+            "get" | "set" => self.on_client_iq(conn, &id, &xmlns, &node),
+            _ => {}
+        }
+    }
+
+    fn on_client_iq(self: &Arc<Self>, conn: u64, id: &str, xmlns: &str, node: &Node) {
+        let child = node.children().and_then(|c| c.first());
+        let child_tag = child.map(|c| c.tag.as_ref()).unwrap_or("");
+        match (xmlns, child_tag) {
+            ("w:p", _) => self.send(conn, Outbound::Node(iq_result(id, None))),
+            ("passive", tag) => {
+                self.send(conn, Outbound::Node(iq_result(id, None)));
+                if tag == "active" {
+                    let offline = NodeBuilder::new("ib")
+                        .attr("from", SERVER)
+                        .children([NodeBuilder::new("offline").attr("count", "0").build()])
+                        .build();
+                    self.send(conn, Outbound::Node(offline));
+                }
+            }
+            ("w:sync:app:state", "sync") => {
+                // Nothing to sync: every requested collection exists, empty, at version 0.
+                let collections = child
+                    .and_then(|c| c.children())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|c| c.tag == "collection")
+                    .filter_map(|c| c.attrs.get("name").map(|n| n.as_str().into_owned()))
+                    .map(|name| NodeBuilder::new("collection").attr("name", name).attr("version", "0").build());
+                let sync = NodeBuilder::new("sync").children(collections).build();
+                self.send(conn, Outbound::Node(iq_result(id, Some(sync))));
+            }
+            ("encrypt", _) if node.attrs.get("type").is_some_and(|t| t.as_str() == "set") => {
+                // Prekey upload: accepted (held for the messaging emulation to come).
+                self.send(conn, Outbound::Node(iq_result(id, None)));
+            }
+            ("md", "remove-companion-device") => {
+                let child = child.expect("matched on its tag");
+                let jid = child.attrs.get("jid").map(|j| j.as_str().into_owned()).unwrap_or_default();
+                let reason = child.attrs.get("reason").map(|j| j.as_str().into_owned()).unwrap_or_default();
+                let removed = {
+                    let mut inner = self.lock();
+                    let removed = inner.remove_device(&jid);
+                    if removed.is_ok() {
+                        self.save(&inner);
+                    }
+                    removed
+                };
+                match removed {
+                    Ok(_) => self.send(conn, Outbound::Node(iq_result(id, None))),
+                    Err(_) => self.send(conn, Outbound::Node(iq_error(id, 404, "item-not-found"))),
+                }
+                self.event(ServerEvent::RemoveCompanionDevice { jid, reason });
+            }
+            ("md", "link_code_companion_reg") => {
+                let child = child.expect("matched on its tag");
+                let stage = child.attrs.get("stage").map(|s| s.as_str().into_owned()).unwrap_or_default();
+                match stage.as_str() {
+                    "companion_hello" => self.on_companion_hello(conn, id, child),
+                    "companion_finish" => {
+                        let this = self.clone();
+                        let (id, child) = (id.to_owned(), child.clone());
+                        tokio::spawn(async move { this.on_companion_finish(conn, &id, &child).await });
+                    }
+                    _ => self.send(conn, Outbound::Node(iq_error(id, 400, "bad-request"))),
+                }
+            }
+            _ => self.send(conn, Outbound::Node(iq_error(id, 501, "feature-not-implemented"))),
+        }
+    }
+
+    fn on_companion_hello(&self, conn: u64, id: &str, reg: &Node) {
+        let jid = reg.attrs.get("jid").map(|j| j.as_str().into_owned()).unwrap_or_default();
+        let phone_number = jid.split(['@', ':']).next().unwrap_or_default().to_owned();
+        let bytes = |tag: &str| reg.get_optional_child(tag).and_then(|n| match &n.content {
+            Some(NodeContent::Bytes(b)) => Some(b.clone()),
+            _ => None,
+        });
+        let (Some(wrapped), Some(noise_pub)) =
+            (bytes("link_code_pairing_wrapped_companion_ephemeral_pub"), bytes("companion_server_auth_key_pub"))
+        else {
+            self.send(conn, Outbound::Node(iq_error(id, 400, "bad-request")));
+            return;
+        };
+        if wrapped.len() != 80 || phone_number.is_empty() {
+            self.send(conn, Outbound::Node(iq_error(id, 400, "bad-request")));
+            return;
+        }
+        let pairing_ref = random_ref();
+        let hello = CompanionHello {
+            phone: phone_number.clone(),
+            wrapped_ephemeral: wrapped,
+            noise_pub,
+            platform_display: bytes("companion_platform_display").and_then(|b| String::from_utf8(b).ok()),
+            pairing_ref: pairing_ref.clone(),
+        };
+        {
+            let mut inner = self.lock();
+            let Some(ConnKind::Registering(r)) = inner.conns.get_mut(&conn).map(|c| &mut c.kind) else {
+                drop(inner);
+                self.send(conn, Outbound::Node(iq_error(id, 400, "bad-request")));
+                return;
+            };
+            if r.name.is_none() {
+                r.name.clone_from(&hello.platform_display);
+            }
+            r.code = Some(CodeFlow { hello, primary: None, done: None });
+        }
+        let answer = NodeBuilder::new("link_code_companion_reg")
+            .children([NodeBuilder::new("link_code_pairing_ref").bytes(pairing_ref.into_bytes()).build()])
+            .build();
+        self.send(conn, Outbound::Node(iq_result(id, Some(answer))));
+        self.event(ServerEvent::PairingCodeRequested { conn, phone: phone_number });
+    }
+
+    async fn on_companion_finish(self: Arc<Self>, conn: u64, id: &str, reg: &Node) {
+        let bytes = |tag: &str| reg.get_optional_child(tag).and_then(|n| match &n.content {
+            Some(NodeContent::Bytes(b)) => Some(b.clone()),
+            _ => None,
+        });
+        let taken = {
+            let mut inner = self.lock();
+            let account_of = |phone: &str| inner.account(phone).map(|a| a.identity());
+            let flow = match inner.conns.get(&conn).map(|c| &c.kind) {
+                Some(ConnKind::Registering(Registration { code: Some(flow), .. })) => Some(flow.hello.phone.clone()),
+                _ => None,
+            };
+            let key = flow.as_deref().and_then(account_of);
+            match (flow, key, inner.conns.get_mut(&conn).map(|c| &mut c.kind)) {
+                (Some(phone), Some(Ok(key)), Some(ConnKind::Registering(Registration { code: Some(f), name, .. }))) => {
+                    match f.primary.take() {
+                        Some(primary) => Some((phone, key, primary, f.done.take(), name.clone())),
+                        None => None,
+                    }
+                }
+                _ => None,
+            }
+        };
+        let Some((phone_number, account_key, primary, done, name)) = taken else {
+            self.send(conn, Outbound::Node(iq_error(id, 400, "bad-request")));
+            return;
+        };
+        let finished = match (bytes("link_code_pairing_wrapped_key_bundle"), bytes("companion_identity_public")) {
+            (Some(bundle), Some(identity)) => phone::companion_finish(&primary, &account_key, &bundle, &identity),
+            _ => Err(anyhow::anyhow!("companion_finish without a key bundle or identity")),
+        };
+        let result = match finished {
+            Ok(finish) => {
+                self.send(conn, Outbound::Node(iq_result(id, None)));
+                self.clone()
+                    .complete_pairing(conn, &phone_number, finish.companion_identity, finish.adv_secret, name, "code")
+                    .await
+            }
+            Err(e) => {
+                self.send(conn, Outbound::Node(iq_error(id, 400, "bad-request")));
+                Err(EmulatorError::Rejected(format!("pairing by code failed: {e:#}")))
+            }
+        };
+        if let Some(done) = done {
+            let _ = done.send(result);
+        }
+    }
+
+    /// Sends the pair-success for a new device of `phone_number`, waits for the companion's
+    /// pair-device-sign, records the device and schedules the `515` restart.
+    async fn complete_pairing(
+        self: Arc<Self>,
+        conn: u64,
+        phone_number: &str,
+        companion_identity: [u8; 32],
+        adv_secret: [u8; 32],
+        name: Option<String>,
+        via: &str,
+    ) -> Result<Device, EmulatorError> {
+        let (iq_id, node, device, answer) = {
+            let mut inner = self.lock();
+            let noise_pub = match inner.conns.get(&conn).map(|c| &c.kind) {
+                Some(ConnKind::Registering(r)) => r.noise_pub,
+                _ => return Err(EmulatorError::NotFound("the companion went away".into())),
+            };
+            let account = inner
+                .accounts
+                .iter_mut()
+                .find(|a| a.phone == phone_number)
+                .ok_or_else(|| EmulatorError::NotFound(format!("no account {phone_number}")))?;
+            let key = account.identity().map_err(|e| EmulatorError::Rejected(e.to_string()))?;
+            let (device_id, key_index) = (account.next_device, account.next_key_index);
+            account.next_device += 1;
+            account.next_key_index += 1;
+            let now = unix_now();
+            let identity = phone::signed_device_identity(&key, &companion_identity, &adv_secret, 1, key_index, now)
+                .map_err(|e| EmulatorError::Rejected(e.to_string()))?;
+            let device = Device {
+                jid: format!("{}:{device_id}@s.whatsapp.net", account.phone),
+                lid: format!("{}:{device_id}@lid", account.lid_user),
+                phone: account.phone.clone(),
+                device: device_id,
+                name,
+                linked_at: now,
+                logins: 0,
+                online: false,
+                noise_pub: noise_pub.to_vec(),
+                identity_pub: companion_identity.to_vec(),
+            };
+            let jid: Jid = device.jid.parse().map_err(|e| EmulatorError::Rejected(format!("{e}")))?;
+            let lid: Jid = device.lid.parse().map_err(|e| EmulatorError::Rejected(format!("{e}")))?;
+            let mut success = vec![
+                NodeBuilder::new("device-identity").bytes(identity).build(),
+                NodeBuilder::new("device").attr("jid", jid).attr("lid", lid).build(),
+                NodeBuilder::new("platform").attr("name", account.platform.clone()).build(),
+            ];
+            // The only way a companion learns the push name at pairing without the phone's
+            // Signal-encrypted app-state keys; without it every login waits 10 s for them.
+            success.push(NodeBuilder::new("biz").attr("name", account.push_name.clone()).build());
+            let iq_id = self.next_id();
+            let node = NodeBuilder::new("iq")
+                .attr("from", SERVER)
+                .attr("type", "set")
+                .attr("id", iq_id.clone())
+                .attr("xmlns", "md")
+                .attr("t", now.to_string())
+                .children([NodeBuilder::new("pair-success").children(success).build()])
+                .build();
+            let (answer_tx, answer_rx) = oneshot::channel();
+            inner.pending.insert(iq_id.clone(), answer_tx);
+            (iq_id, node, device, answer_rx)
+        };
+        self.send(conn, Outbound::Node(node));
+        let answer = match tokio::time::timeout(PAIR_ANSWER_TIMEOUT, answer).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => return Err(EmulatorError::Rejected("the companion went away".into())),
+            Err(_) => {
+                self.lock().pending.remove(&iq_id);
+                return Err(EmulatorError::Timeout("the companion did not answer the pair-success".into()));
+            }
+        };
+        let signed = answer.get_optional_child_by_tag(&["pair-device-sign", "device-identity"]);
+        if signed.is_none() || answer.attrs.get("type").is_some_and(|t| t.as_str() == "error") {
+            let error = answer
+                .get_optional_child("error")
+                .map(|e| {
+                    let code = e.attrs.get("code").map(|c| c.as_str().into_owned()).unwrap_or_default();
+                    let text = e.attrs.get("text").map(|c| c.as_str().into_owned()).unwrap_or_default();
+                    format!("{code} {text}")
+                })
+                .unwrap_or_else(|| "no pair-device-sign".into());
+            return Err(EmulatorError::Rejected(format!("the companion refused the pair-success: {error}")));
+        }
+        {
+            let mut inner = self.lock();
+            if let Some(account) = inner.accounts.iter_mut().find(|a| a.phone == phone_number) {
+                account.devices.push(device.clone());
+            }
+            if let Some(Conn { kind: ConnKind::Registering(r), .. }) = inner.conns.get_mut(&conn) {
+                // Paired: this connection's QR codes are spent.
+                r.refs.clear();
+                r.code = None;
+            }
+            self.save(&inner);
+        }
+        self.event(ServerEvent::Paired { jid: device.jid.clone(), via: via.to_owned() });
+        let this = self.clone();
+        let delay = self.config.restart_delay;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            this.send(conn, Outbound::CloseWith(stream_error(Some("515"), None)));
+        });
+        Ok(device)
+    }
+}
+
+fn iq_result(id: &str, child: Option<Node>) -> Node {
+    NodeBuilder::new("iq")
+        .attr("from", SERVER)
+        .attr("type", "result")
+        .attr("id", id.to_owned())
+        .children(child)
+        .build()
+}
+
+fn iq_error(id: &str, code: u16, text: &str) -> Node {
+    NodeBuilder::new("iq")
+        .attr("from", SERVER)
+        .attr("type", "error")
+        .attr("id", id.to_owned())
+        .children([NodeBuilder::new("error").attr("code", code.to_string()).attr("text", text.to_owned()).build()])
+        .build()
+}
+
+/// `<stream:error code=…><conflict type=…/></stream:error>`
+fn stream_error(code: Option<&str>, conflict: Option<&str>) -> Node {
+    let mut b = NodeBuilder::new("stream:error");
+    if let Some(code) = code {
+        b = b.attr("code", code.to_owned());
+    }
+    b.children(conflict.map(|t| NodeBuilder::new("conflict").attr("type", t.to_owned()).build())).build()
+}
+
+fn random_ref() -> String {
+    let mut bytes = [0u8; 18];
+    rand::rng().fill(&mut bytes);
+    format!("2@{}", BASE64_URL_SAFE_NO_PAD.encode(bytes))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
