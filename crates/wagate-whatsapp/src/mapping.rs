@@ -193,6 +193,10 @@ impl EventMapper {
                 self.identity = None;
                 let reason = if lo.on_connect {
                     format!("refused at login: {}", failure_name(lo.reason))
+                } else if lo.reason == ConnectFailureReason::LoggedOut {
+                    // `<stream:error code="401">` on an open stream: the phone removed the
+                    // device (`<conflict type="device_removed"/>`). Same word as the sandbox.
+                    "device_removed".to_owned()
                 } else {
                     format!("unlinked: {}", failure_name(lo.reason))
                 };

@@ -159,7 +159,7 @@ fn logged_out_by_the_phone_or_at_login() {
         now(),
         &paired_self(""),
     );
-    assert_eq!(out, vec![EngineEvent::LoggedOut { reason: "unlinked: logged_out (401)".into() }]);
+    assert_eq!(out, vec![EngineEvent::LoggedOut { reason: "device_removed".into() }]);
     assert!(m.is_terminal());
     assert!(!m.is_paired());
 

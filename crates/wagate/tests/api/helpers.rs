@@ -180,9 +180,13 @@ impl TestApp {
 
     /// Restarts the gateway on the same database and data directory (a new port).
     pub async fn restart(self) -> TestApp {
+        let key = self.key.clone();
         let (mut config, dir, pg) = self.stop().await;
         config.listen = "127.0.0.1:0".into();
-        start(config, dir, pg).await
+        let mut app = start(config, dir, pg).await;
+        // The bootstrap key is printed only on the first start; it stays valid.
+        app.key = key;
+        app
     }
 
     /// Polls the session until `pred` holds (or panics after `secs`).

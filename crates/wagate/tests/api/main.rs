@@ -1,6 +1,7 @@
 //! API tests: each starts the real gateway on port 0 with a fresh database.
 
 mod auth;
+mod emulator;
 mod helpers;
 mod sessions;
 mod tenancy;

@@ -146,10 +146,8 @@ async fn connected_sessions_come_back_after_a_gateway_restart() {
     app.post(&format!("/api/v1/sessions/{paired}/sandbox:scanQr"), json!({"phoneNumber": "628111111111"})).await;
     let stopped = app.sandbox_session().await;
     app.post(&format!("/api/v1/sessions/{stopped}:stop"), json!({})).await;
-    let key = app.key.clone();
 
-    let mut app = app.restart().await;
-    app.key = key;
+    let app = app.restart().await;
     let s = app.wait_for(&paired, 15, |s| s["status"] == "connected").await;
     assert_eq!(s["phoneNumber"], "628111111111");
     let s = app.get(&format!("/api/v1/sessions/{stopped}")).await.json();
@@ -279,9 +277,7 @@ async fn the_same_flow_on_postgresql() {
     app.post(&format!("/api/v1/sessions/{id}/sandbox:scanQr"), json!({"phoneNumber": "628123456789"})).await;
     let me = app.get(&format!("/api/v1/sessions/{id}/me")).await.json();
     assert_eq!(me["waJid"], "628123456789@s.whatsapp.net");
-    let key = app.key.clone();
-    let mut app = app.restart().await;
-    app.key = key;
+    let app = app.restart().await;
     app.wait_for(&id, 15, |s| s["status"] == "connected").await;
     let del = app.call(Method::DELETE, &format!("/api/v1/sessions/{id}"), Some(&app.key), None).await;
     assert_eq!(del.status, StatusCode::NO_CONTENT);
