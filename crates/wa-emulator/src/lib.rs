@@ -411,8 +411,10 @@ impl Emulator {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.shared.changed.notified();
-            if let Some(e) = self.shared.lock().events.iter().find(|e| pred(e)) {
-                return Ok(e.clone());
+            // Cloned first: `pred` may call back into the emulator.
+            let events = self.shared.lock().events.clone();
+            if let Some(e) = events.into_iter().find(|e| pred(e)) {
+                return Ok(e);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return Err(EmulatorError::Timeout(format!(

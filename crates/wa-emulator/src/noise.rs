@@ -282,3 +282,89 @@ pub fn strip_preamble(data: &[u8]) -> anyhow::Result<&[u8]> {
     }
     Ok(&rest[WA_CONN_HEADER.len()..])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use whatsapp_rust::wacore::noise::{IkHandshakeState, IkServerHelloOutcome, XxFallbackHandshakeState, XxHandshakeState};
+
+    fn payload(username: u64) -> Vec<u8> {
+        wa::ClientPayload { username: Some(username), device: Some(2), ..Default::default() }.encode_to_vec()
+    }
+
+    fn server(key: Option<&[u8]>) -> ServerIdentity {
+        ServerIdentity::new(key, 1_800_000_000).unwrap()
+    }
+
+    fn roundtrip(server: &mut Transport, client_write: &NoiseCipher, client_read: &NoiseCipher) {
+        let from_client = client_write.encrypt_with_counter(0, b"ping").unwrap();
+        assert_eq!(server.decrypt(&from_client).unwrap(), b"ping");
+        let mut from_server = server.encrypt(b"pong").unwrap();
+        client_read.decrypt_in_place_with_counter(0, &mut from_server).unwrap();
+        assert_eq!(from_server, b"pong");
+    }
+
+    /// The client crate's own XX initiator completes against our responder (its signature
+    /// checks are off in this crate's test build, like in wagate's tests).
+    #[test]
+    fn xx_with_the_clients_initiator() {
+        let identity = server(None);
+        let client_static = KeyPair::generate(&mut rand::rng());
+        let mut client = XxHandshakeState::new(client_static.clone(), payload(15550100001), &WA_CONN_HEADER).unwrap();
+        let Step::Reply(hello, responder) = Responder::new(&identity).feed(&client.build_client_hello().unwrap()).unwrap() else {
+            panic!("XX answers with a ServerHello")
+        };
+        let finish = client.read_server_hello_and_build_client_finish(&hello).expect("the client accepts the chain's shape");
+        let Step::Done(done) = responder.feed(&finish).unwrap() else { panic!("XX ends with ClientFinish") };
+        let mut done = *done;
+        assert_eq!(done.pattern, Pattern::Xx);
+        assert_eq!(done.client_static, client_static.public_key.public_key_bytes());
+        assert_eq!(done.payload.username, Some(15550100001));
+        let out = client.finish().unwrap();
+        assert_eq!(out.server_cert_chain.leaf_key, identity.public());
+        assert!(out.server_cert_chain.leaf_not_after > 1_800_000_000, "valid long enough for IK");
+        roundtrip(&mut done.transport, &out.write_cipher, &out.read_cipher);
+    }
+
+    #[test]
+    fn ik_and_the_fallback_when_the_server_key_changed() {
+        let identity = server(None);
+        let client_static = KeyPair::generate(&mut rand::rng());
+        let server_pub: [u8; 32] = identity.public().try_into().unwrap();
+        let mut ik = IkHandshakeState::new(client_static.clone(), server_pub, payload(1), &WA_CONN_HEADER).unwrap();
+        let Step::ReplyAndDone(hello, done) = Responder::new(&identity).feed(&ik.build_client_hello().unwrap()).unwrap() else {
+            panic!("IK completes in one round trip")
+        };
+        let mut done = *done;
+        assert_eq!(done.pattern, Pattern::Ik);
+        let IkServerHelloOutcome::Continue(out) = ik.read_server_hello(&hello).unwrap() else { panic!("no fallback") };
+        roundtrip(&mut done.transport, &out.write_cipher, &out.read_cipher);
+
+        // The emulator restarted without its key: XXfallback.
+        let restarted = server(None);
+        let mut ik = IkHandshakeState::new(client_static.clone(), server_pub, payload(1), &WA_CONN_HEADER).unwrap();
+        let Step::Reply(hello, responder) = Responder::new(&restarted).feed(&ik.build_client_hello().unwrap()).unwrap() else {
+            panic!("fallback answers with a full ServerHello")
+        };
+        let IkServerHelloOutcome::Fallback(inputs) = ik.read_server_hello(&hello).unwrap() else { panic!("fallback") };
+        let mut fallback = XxFallbackHandshakeState::from_ik_failure(*inputs, &WA_CONN_HEADER).unwrap();
+        let finish = fallback.build_client_finish().unwrap();
+        let Step::Done(done) = responder.feed(&finish).unwrap() else { panic!("done") };
+        let mut done = *done;
+        assert_eq!(done.pattern, Pattern::XxFallback);
+        let out = fallback.finish().unwrap();
+        roundtrip(&mut done.transport, &out.write_cipher, &out.read_cipher);
+
+        // A persisted key is the same identity.
+        let again = server(Some(&identity.private_bytes()));
+        assert_eq!(again.public(), identity.public());
+    }
+
+    #[test]
+    fn preamble() {
+        assert_eq!(strip_preamble(b"WA\x06\x03rest").unwrap(), b"rest");
+        assert_eq!(strip_preamble(b"ED\x00\x01\x00\x00\x02xyWA\x06\x03rest").unwrap(), b"rest");
+        assert!(strip_preamble(b"GET / HTTP/1.1").is_err());
+        assert!(strip_preamble(b"ED\x00\x01\x00\x00\x09xy").is_err());
+    }
+}

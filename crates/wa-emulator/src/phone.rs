@@ -167,3 +167,76 @@ pub fn companion_finish(
         .map_err(|_| anyhow!("deriving the ADV secret"))?;
     Ok(CompanionFinish { companion_identity, adv_secret })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use whatsapp_rust::wacore::pair::DeviceState;
+
+    fn keypair() -> KeyPair {
+        KeyPair::generate(&mut rand::rng())
+    }
+
+    /// The client's own verification (`PairUtils::do_pair_crypto`) accepts our pair-success,
+    /// and refuses it under another ADV secret.
+    #[test]
+    fn pair_success_passes_the_clients_checks() {
+        let (account, companion) = (keypair(), DeviceState { identity_key: keypair(), noise_key: keypair(), adv_secret_key: [7; 32] });
+        let companion_pub: [u8; 32] = companion.identity_key.public_key.public_key_bytes().try_into().unwrap();
+        let identity = signed_device_identity(&account, &companion_pub, &[7; 32], 1, 3, 1_700_000_000).unwrap();
+        let (_, key_index) = PairUtils::do_pair_crypto(&companion, &identity).expect("accepted");
+        assert_eq!(key_index, 3);
+
+        let forged = signed_device_identity(&account, &companion_pub, &[8; 32], 1, 3, 1_700_000_000).unwrap();
+        let err = PairUtils::do_pair_crypto(&companion, &forged).unwrap_err();
+        assert_eq!(err.text, "hmac-mismatch");
+        let other = keypair();
+        let other_pub: [u8; 32] = other.public_key.public_key_bytes().try_into().unwrap();
+        let wrong_device = signed_device_identity(&account, &other_pub, &[7; 32], 1, 3, 1_700_000_000).unwrap();
+        assert_eq!(PairUtils::do_pair_crypto(&companion, &wrong_device).unwrap_err().text, "signature-mismatch");
+    }
+
+    #[test]
+    fn qr_strings_parse_with_and_without_the_platform_field() {
+        let b = |v: u8| BASE64_STANDARD.encode([v; 32]);
+        let qr = format!("2@abc,{},{},{},9", b(1), b(2), b(3));
+        let s = parse_qr(&qr).unwrap();
+        assert_eq!((s.pairing_ref.as_str(), s.noise_pub, s.identity_pub, s.adv_secret), ("2@abc", [1; 32], [2; 32], [3; 32]));
+        assert!(parse_qr(&format!("2@abc,{},{},{}", b(1), b(2), b(3))).is_ok());
+        assert!(parse_qr("2@abc,xx").is_err());
+        assert!(parse_qr(&format!("2@abc,{},{},{}", b(1), b(2), "short")).is_err());
+    }
+
+    /// Both halves of pairing by code, the companion's from the client crate: the phone
+    /// derives the same ADV secret, and a mistyped code does not open the key bundle.
+    #[test]
+    fn pairing_code_exchange_agrees_on_the_adv_secret() {
+        let (account, companion_identity, companion_eph) = (keypair(), keypair(), keypair());
+        let code = "ABCD1234";
+        let eph_pub: [u8; 32] = companion_eph.public_key.public_key_bytes().try_into().unwrap();
+        let hello = CompanionHello {
+            phone: "15550100001".into(),
+            wrapped_ephemeral: PairCodeUtils::encrypt_ephemeral_pub(&eph_pub, code).to_vec(),
+            noise_pub: vec![0; 32],
+            platform_display: None,
+            pairing_ref: "ref".into(),
+        };
+        let primary = primary_hello(&hello, "abcd-1234").unwrap();
+        // The companion's stage 2.
+        let primary_eph = PairCodeUtils::decrypt_primary_ephemeral_pub(&primary.wrapped, code).unwrap();
+        let account_pub: [u8; 32] = account.public_key.public_key_bytes().try_into().unwrap();
+        let (bundle, companion_secret) =
+            PairCodeUtils::prepare_key_bundle(&companion_eph, &primary_eph, &account_pub, &companion_identity).unwrap();
+        let identity_pub = companion_identity.public_key.public_key_bytes();
+        let finish = companion_finish(&primary, &account, &bundle, identity_pub).unwrap();
+        assert_eq!(finish.adv_secret, companion_secret);
+        assert_eq!(finish.companion_identity, identity_pub);
+
+        let mistyped = primary_hello(&hello, "ABCD1235").unwrap();
+        let garbled = PairCodeUtils::decrypt_primary_ephemeral_pub(&mistyped.wrapped, code).unwrap();
+        if let Ok((bundle, _)) = PairCodeUtils::prepare_key_bundle(&companion_eph, &garbled, &account_pub, &companion_identity) {
+            assert!(companion_finish(&mistyped, &account, &bundle, identity_pub).is_err());
+        }
+        assert!(primary_hello(&hello, "not a code").is_err());
+    }
+}
