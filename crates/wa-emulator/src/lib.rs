@@ -42,6 +42,9 @@ use state::{AccountRecord, Persisted};
 
 const SERVER: &str = "s.whatsapp.net";
 
+/// Events kept for [`Emulator::events`].
+const MAX_EVENTS: usize = 10_000;
+
 /// How long the phone waits for the companion to answer a pair-success.
 const PAIR_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -347,7 +350,7 @@ impl Emulator {
         let conns = {
             let mut inner = self.shared.lock();
             inner.remove_device(jid)?;
-            inner.events.push(ServerEvent::Unlinked { jid: jid.to_owned() });
+            inner.push_event(ServerEvent::Unlinked { jid: jid.to_owned() });
             self.shared.save(&inner);
             inner.conns_of(jid)
         };
@@ -366,7 +369,7 @@ impl Emulator {
         }
         let mut inner = self.shared.lock();
         for conn in conns {
-            inner.events.push(ServerEvent::Replaced { conn, jid: jid.to_owned() });
+            inner.push_event(ServerEvent::Replaced { conn, jid: jid.to_owned() });
             inner.send(conn, Outbound::CloseWith(stream_error(None, Some("replaced"))));
         }
         drop(inner);
@@ -384,7 +387,7 @@ impl Emulator {
             .map(|(id, c)| (*id, c.jid().map(str::to_owned)))
             .collect();
         for (conn, jid) in &targets {
-            inner.events.push(ServerEvent::Dropped { conn: *conn, jid: jid.clone() });
+            inner.push_event(ServerEvent::Dropped { conn: *conn, jid: jid.clone() });
             inner.send(*conn, Outbound::Drop);
         }
         drop(inner);
@@ -513,6 +516,14 @@ impl Inner {
         Err(EmulatorError::NotFound(format!("no linked device {jid}")))
     }
 
+    /// The log keeps the latest [`MAX_EVENTS`], so a long-running emulator stays small.
+    fn push_event(&mut self, event: ServerEvent) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.drain(..MAX_EVENTS / 2);
+        }
+        self.events.push(event);
+    }
+
     fn send(&self, conn: u64, out: Outbound) {
         if let Some(c) = self.conns.get(&conn) {
             let _ = c.tx.send(out);
@@ -551,7 +562,7 @@ impl Shared {
 
     fn event(&self, event: ServerEvent) {
         tracing::debug!(?event, "emulator");
-        self.lock().events.push(event);
+        self.lock().push_event(event);
         self.changed.notify_waiters();
     }
 
@@ -615,7 +626,7 @@ impl Shared {
                 let lid = known.map(|(_, d)| d.lid.clone()).unwrap_or_default();
                 for other in inner.conns_of(&jid) {
                     inner.send(other, Outbound::CloseWith(stream_error(None, Some("replaced"))));
-                    inner.events.push(ServerEvent::Replaced { conn: other, jid: jid.clone() });
+                    inner.push_event(ServerEvent::Replaced { conn: other, jid: jid.clone() });
                 }
                 if let Some(d) = inner
                     .accounts
@@ -639,7 +650,7 @@ impl Shared {
                     Pattern::Ik => "ik",
                     Pattern::XxFallback => "xxfallback",
                 };
-                inner.events.push(ServerEvent::LoggedIn { conn, jid, pattern: pattern.to_owned() });
+                inner.push_event(ServerEvent::LoggedIn { conn, jid, pattern: pattern.to_owned() });
                 drop(inner);
                 self.changed.notify_waiters();
             }

@@ -11,7 +11,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -21,6 +21,8 @@ struct Gateway {
     child: Child,
     base: String,
     key: String,
+    /// Its log lines (stderr) so far.
+    logs: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -54,6 +56,7 @@ fn serve(binary: &Path, ws_url: &str) -> Gateway {
     std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).for_each(|l| drop(tx2.send((true, l)))));
     std::thread::spawn(move || BufReader::new(err).lines().map_while(Result::ok).for_each(|l| drop(tx.send((false, l)))));
     let (mut key, mut addr) = (None, None);
+    let logs = Arc::new(Mutex::new(Vec::new()));
     let deadline = Instant::now() + Duration::from_secs(60);
     while key.is_none() || addr.is_none() {
         let (stdout, line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("wagate starts");
@@ -64,7 +67,9 @@ fn serve(binary: &Path, ws_url: &str) -> Gateway {
             addr = log["fields"]["addr"].as_str().map(str::to_owned);
         }
     }
-    Gateway { child, base: format!("http://{}", addr.unwrap()), key: key.unwrap(), _dir: dir }
+    let sink = Arc::clone(&logs);
+    std::thread::spawn(move || rx.into_iter().for_each(|(_, line)| sink.lock().unwrap().push(line)));
+    Gateway { child, base: format!("http://{}", addr.unwrap()), key: key.unwrap(), logs, _dir: dir }
 }
 
 /// Creates a `whatsapp` session and returns its state once it settled into trying or pairing.
@@ -123,8 +128,15 @@ async fn release_binary_refuses_the_emulator_certificate() {
     let release = serve(Path::new(&release), &emulator.ws_url());
     let s = session_outcome(&release).await;
     assert_eq!(s["status"], "reconnecting", "the release build must refuse the emulator: {s}");
-    let reason = s["statusReason"].as_str().unwrap_or_default().to_lowercase();
-    assert!(reason.contains("cert"), "refused for its certificate: {s}");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Refused for the certificate: the client logs why its handshake failed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let logs = release.logs.lock().unwrap().clone();
+        if logs.iter().any(|l| l.contains("server cert") && l.contains("signature")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no certificate error in the release build's logs:\n{}", logs.join("\n"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert_eq!(registrations(&emulator), 1, "no handshake of the release build completed");
 }
