@@ -72,35 +72,30 @@ fn serve(binary: &Path, ws_url: &str) -> Gateway {
     Gateway { child, base: format!("http://{}", addr.unwrap()), key: key.unwrap(), logs, _dir: dir }
 }
 
-/// Creates a `whatsapp` session and returns its state once it settled into trying or pairing.
-async fn session_outcome(gw: &Gateway) -> Value {
-    let client = reqwest::Client::new();
-    let created: Value = client
-        .post(format!("{}/api/v1/sessions", gw.base))
-        .bearer_auth(&gw.key)
-        .json(&json!({"name": "release-check"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().expect("session created").to_owned();
+/// Creates a `whatsapp` session; returns its id.
+async fn create_session(gw: &Gateway) -> String {
+    let created = call(gw, reqwest::Method::POST, "/api/v1/sessions", Some(json!({"name": "release-check"}))).await.1;
+    created["id"].as_str().expect("session created").to_owned()
+}
+
+async fn call(gw: &Gateway, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = reqwest::Client::new().request(method, format!("{}{path}", gw.base)).bearer_auth(&gw.key);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let answer = req.send().await.unwrap();
+    (answer.status().as_u16(), answer.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls `GET path` until `pred(status, body)` holds; panics after a minute.
+async fn wait_until(gw: &Gateway, path: &str, what: &str, pred: impl Fn(u16, &Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let s: Value = client
-            .get(format!("{}/api/v1/sessions/{id}", gw.base))
-            .bearer_auth(&gw.key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if ["reconnecting", "awaiting_pairing", "failed"].contains(&s["status"].as_str().unwrap_or_default()) {
-            return s;
+        let (status, body) = call(gw, reqwest::Method::GET, path, None).await;
+        if pred(status, &body) {
+            return body;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the session never settled: {s}");
+        assert!(tokio::time::Instant::now() < deadline, "{what}: never happened; last answer {status} {body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -117,17 +112,20 @@ async fn release_binary_refuses_the_emulator_certificate() {
     };
     let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
 
-    // Control: the test build has the switch and pairs (the emulator offers it QR refs).
+    // Control: the test build has the switch, completes the handshake and shows a QR code.
     let test_build = serve(Path::new(env!("CARGO_BIN_EXE_wagate")), &emulator.ws_url());
-    let s = session_outcome(&test_build).await;
-    assert_eq!(s["status"], "awaiting_pairing", "the test build accepts the emulator: {s}");
+    let id = create_session(&test_build).await;
+    wait_until(&test_build, &format!("/api/v1/sessions/{id}/qr"), "a QR code from the test build", |status, _| status == 200).await;
     assert_eq!(registrations(&emulator), 1);
     drop(test_build);
 
     // The release build refuses the certificate and never gets past the handshake.
     let release = serve(Path::new(&release), &emulator.ws_url());
-    let s = session_outcome(&release).await;
-    assert_eq!(s["status"], "reconnecting", "the release build must refuse the emulator: {s}");
+    let id = create_session(&release).await;
+    let s = wait_until(&release, &format!("/api/v1/sessions/{id}"), "reconnecting", |_, s| s["status"] == "reconnecting").await;
+    assert_eq!(s["statusReason"], "WhatsApp handshake failed", "{s}");
+    let (status, _) = call(&release, reqwest::Method::GET, &format!("/api/v1/sessions/{id}/qr"), None).await;
+    assert_ne!(status, 200, "no QR code from a refused server");
     // Refused for the certificate: the client logs why its handshake failed.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
