@@ -2,7 +2,7 @@
 //! WhatsApp emulator, and the time to bring all of them back after a gateway restart.
 //!
 //! ```text
-//! cargo bench -p wagate --bench emulated -- 100 500
+//! cargo bench -p wagate-bench --bench emulated -- 100 500
 //! ```
 //!
 //! Three kinds of process, all this binary:

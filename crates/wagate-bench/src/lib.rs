@@ -1,0 +1,1 @@
+//! Whole-gateway benchmarks; see `benches/emulated.rs` and docs/PERFORMANCE.md.
