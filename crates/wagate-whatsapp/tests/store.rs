@@ -32,11 +32,14 @@ async fn store_survives_restart_and_purge_deletes_it() {
     sink2.wait_until(PATIENCE, "a reconnect report after restart", |e| !reconnects(e).is_empty()).await;
     tokio::time::timeout(Duration::from_secs(30), session.stop()).await.expect("stop");
 
-    // Leave companions behind as SQLite would, then purge.
+    // Make sure companions are there, as SQLite leaves them, then purge. Only created when
+    // missing: overwriting a live `-shm` (memory-mapped by a connection the client may still be
+    // closing) would crash that connection with SIGBUS.
     let wal = db.with_extension("db-wal");
     let shm = db.with_extension("db-shm");
-    std::fs::write(&wal, b"x").unwrap();
-    std::fs::write(&shm, b"x").unwrap();
+    for companion in [&wal, &shm] {
+        let _ = std::fs::OpenOptions::new().write(true).create_new(true).open(companion);
+    }
     engine.purge(&spec.id).await.unwrap();
     assert!(!db.exists() && !wal.exists() && !shm.exists(), "purge removes the store and its companions");
     engine.purge(&spec.id).await.expect("purge is idempotent");
