@@ -470,7 +470,7 @@ impl Conn {
 }
 
 enum ConnKind {
-    Registering(Registration),
+    Registering(Box<Registration>),
     LoggedIn { jid: String },
 }
 
@@ -598,7 +598,7 @@ impl Shared {
                     .build();
                 let _ = tx.send(Outbound::Node(iq));
                 let registration = Registration { noise_pub: client_static, refs, name, code: None };
-                self.lock().conns.insert(conn, Conn { tx, kind: ConnKind::Registering(registration) });
+                self.lock().conns.insert(conn, Conn { tx, kind: ConnKind::Registering(Box::new(registration)) });
                 self.event(ServerEvent::Registration { conn });
             }
             Some(username) => {
@@ -804,18 +804,15 @@ impl Shared {
         });
         let taken = {
             let mut inner = self.lock();
-            let account_of = |phone: &str| inner.account(phone).map(|a| a.identity());
-            let flow = match inner.conns.get(&conn).map(|c| &c.kind) {
-                Some(ConnKind::Registering(Registration { code: Some(flow), .. })) => Some(flow.hello.phone.clone()),
+            let phone = match inner.conns.get(&conn).map(|c| &c.kind) {
+                Some(ConnKind::Registering(r)) => r.code.as_ref().map(|f| f.hello.phone.clone()),
                 _ => None,
             };
-            let key = flow.as_deref().and_then(account_of);
-            match (flow, key, inner.conns.get_mut(&conn).map(|c| &mut c.kind)) {
-                (Some(phone), Some(Ok(key)), Some(ConnKind::Registering(Registration { code: Some(f), name, .. }))) => {
-                    match f.primary.take() {
-                        Some(primary) => Some((phone, key, primary, f.done.take(), name.clone())),
-                        None => None,
-                    }
+            let key = phone.as_deref().and_then(|p| inner.account(p)).and_then(|a| a.identity().ok());
+            match (phone, key, inner.conns.get_mut(&conn).map(|c| &mut c.kind)) {
+                (Some(phone), Some(key), Some(ConnKind::Registering(r))) => {
+                    let name = r.name.clone();
+                    r.code.as_mut().and_then(|f| f.primary.take().map(|p| (phone, key, p, f.done.take(), name)))
                 }
                 _ => None,
             }

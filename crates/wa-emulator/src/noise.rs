@@ -109,7 +109,14 @@ pub enum Responder<'a> {
     /// Waiting for ClientHello.
     Start(&'a ServerIdentity),
     /// ServerHello sent (XX or XXfallback); waiting for ClientFinish.
-    AwaitFinish { noise: NoiseHandshake, ephemeral: KeyPair, pattern: Pattern },
+    AwaitFinish(Box<AwaitFinish>),
+}
+
+/// The responder's state between its ServerHello and the client's ClientFinish.
+pub struct AwaitFinish {
+    noise: NoiseHandshake,
+    ephemeral: KeyPair,
+    pattern: Pattern,
 }
 
 /// What to do after feeding a message.
@@ -154,7 +161,8 @@ impl<'a> Responder<'a> {
                     }
                 }
             }
-            Self::AwaitFinish { mut noise, ephemeral, pattern } => {
+            Self::AwaitFinish(state) => {
+                let AwaitFinish { mut noise, ephemeral, pattern } = *state;
                 let finish = message.client_finish.into_option().context("expected ClientFinish")?;
                 let client_static = noise.decrypt(finish.r#static.as_deref().context("ClientFinish without static")?)?;
                 let client_static: [u8; 32] =
@@ -188,7 +196,7 @@ fn xx_server_hello<'a>(
     noise.mix_shared_secret(identity.static_key.private_key.serialize(), client_eph)?;
     let enc_cert = noise.encrypt(&identity.cert_chain)?;
     let reply = server_hello(ephemeral.public_key.public_key_bytes(), Some(enc_static), enc_cert);
-    Ok(Step::Reply(reply, Responder::AwaitFinish { noise, ephemeral, pattern }))
+    Ok(Step::Reply(reply, Responder::AwaitFinish(Box::new(AwaitFinish { noise, ephemeral, pattern }))))
 }
 
 /// IK message 1 (`-> e, es, s, ss` + payload) and message 2 (`<- e, ee, se` + certificate).
