@@ -756,10 +756,7 @@ impl Shared {
     fn on_companion_hello(&self, conn: u64, id: &str, reg: &Node) {
         let jid = reg.attrs.get("jid").map(|j| j.as_str().into_owned()).unwrap_or_default();
         let phone_number = jid.split(['@', ':']).next().unwrap_or_default().to_owned();
-        let bytes = |tag: &str| reg.get_optional_child(tag).and_then(|n| match &n.content {
-            Some(NodeContent::Bytes(b)) => Some(b.clone()),
-            _ => None,
-        });
+        let bytes = |tag: &str| child_bytes(reg, tag);
         let (Some(wrapped), Some(noise_pub)) =
             (bytes("link_code_pairing_wrapped_companion_ephemeral_pub"), bytes("companion_server_auth_key_pub"))
         else {
@@ -798,10 +795,7 @@ impl Shared {
     }
 
     async fn on_companion_finish(self: Arc<Self>, conn: u64, id: &str, reg: &Node) {
-        let bytes = |tag: &str| reg.get_optional_child(tag).and_then(|n| match &n.content {
-            Some(NodeContent::Bytes(b)) => Some(b.clone()),
-            _ => None,
-        });
+        let bytes = |tag: &str| child_bytes(reg, tag);
         let taken = {
             let mut inner = self.lock();
             let phone = match inner.conns.get(&conn).map(|c| &c.kind) {
@@ -947,6 +941,14 @@ impl Shared {
             this.send(conn, Outbound::CloseWith(stream_error(Some("515"), None)));
         });
         Ok(device)
+    }
+}
+
+/// The byte content of `node`'s child `tag`.
+fn child_bytes(node: &Node, tag: &str) -> Option<Vec<u8>> {
+    match &node.get_optional_child(tag)?.content {
+        Some(NodeContent::Bytes(b)) => Some(b.clone()),
+        _ => None,
     }
 }
 
