@@ -1,5 +1,5 @@
 //! Gateway overhead of an authenticated `GET /api/v1/sessions/{id}`: auth, routing, layers and
-//! serialization, with the in-memory store so no database time is counted.
+//! serialization, with a SQLite store in a temporary directory (the embedded default).
 //!
 //! 1. In-process latency per request (criterion, `Router::oneshot`), with an API key and with an
 //!    RS256 JWT.
@@ -24,6 +24,7 @@ use wagate_engine::sandbox::SandboxEngine;
 use wagate_engine::supervisor::{Supervisor, SupervisorConfig};
 
 struct Fixture {
+    _db: tempfile::TempDir,
     router: axum::Router,
     path: String,
     api_key: String,
@@ -31,7 +32,8 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
-    let store = wagate_store::connect("memory://").await.expect("memory store");
+    let db = tempfile::tempdir().expect("temp dir");
+    let store = wagate_store::connect(&format!("sqlite://{}", db.path().join("wagate.db").display())).await.expect("sqlite store");
     let org = OrgId::parse("bench").unwrap();
     let key = wagate_auth::apikey::generate();
     store
@@ -64,13 +66,16 @@ async fn fixture() -> Fixture {
         .await
         .unwrap();
     let verifier = JwtVerifier::with_static_keys(JwtConfig::new("http://unused.invalid/jwks"), &jwks(&[(TestKey::Rsa, "k1")])).unwrap();
-    let auth = Arc::new(Authenticator::new(Arc::clone(&store), Some(Arc::new(verifier))));
+    let auth = Arc::new(Authenticator::new(Arc::clone(&store) as _, Some(Arc::new(verifier))));
     let engines: Vec<Arc<dyn Engine>> = vec![Arc::new(SandboxEngine::default())];
     let supervisor = Supervisor::new(Arc::clone(&store), engines, SupervisorConfig::default());
-    let state = AppState { store, auth, supervisor, metrics: Arc::new(Metrics::default()) };
+    let metrics = Arc::new(Metrics::default());
+    let events = wagate_runtime::EventHub::start(Arc::clone(&store), Arc::clone(&metrics), Default::default()).await.unwrap();
+    let state = AppState { store, auth, supervisor, metrics, events };
     let mut c = claims("bench", "admin");
     c["exp"] = serde_json::json!(wagate_auth::testing::now_secs() + 3600 * 24);
     Fixture {
+        _db: db,
         router: wagate_api::router(state, HttpLimits::default()),
         path: format!("/api/v1/sessions/{}", session.id),
         api_key: key.secret,

@@ -6,7 +6,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 
 /// A JSON body. An empty body reads as `{}` (custom methods whose body is optional);
 /// unknown fields are rejected by the request types (`deny_unknown_fields`).
@@ -88,6 +88,38 @@ impl<S: Send + Sync> FromRequestParts<S> for RawQuery {
         let q = parts.uri.query().unwrap_or_default();
         let pairs = form_urlencoded_pairs(q);
         Ok(RawQuery(pairs))
+    }
+}
+
+/// `pageSize` of a list: default 50, at least 1; above 500 means 500.
+pub fn page_size(query: &RawQuery) -> ApiResult<u32> {
+    match query.get("pageSize") {
+        None | Some("") => Ok(50),
+        Some(raw) => match raw.parse::<u32>() {
+            Ok(n) if n >= 1 => Ok(n.min(500)),
+            _ => Err(ApiError::validation("pageSize", "must be an integer from 1 to 500")),
+        },
+    }
+}
+
+/// The opaque `nextPageToken` of a list whose pages continue after the resource `id`.
+pub fn encode_page_token(id: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)
+}
+
+/// `pageToken` of a list, decoded back into the id it was made from by `parse`.
+pub fn decode_page_token<T>(query: &RawQuery, parse: impl FnOnce(&str) -> Option<T>) -> ApiResult<Option<T>> {
+    use base64::Engine as _;
+    match query.get("pageToken") {
+        None | Some("") => Ok(None),
+        Some(token) => base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| parse(&s))
+            .map(Some)
+            .ok_or_else(|| ApiError::validation("pageToken", "not a token returned by this API")),
     }
 }
 

@@ -20,8 +20,8 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 pub mod error;
+pub mod events;
 pub mod extract;
-pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod ops;
@@ -31,6 +31,8 @@ pub mod sessions;
 pub mod state;
 pub mod wawp;
 
+/// The metrics live in the runtime, so that background workers count without this crate.
+pub use wagate_runtime::metrics;
 pub use metrics::Metrics;
 pub use state::AppState;
 
@@ -61,6 +63,9 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/api/v1/sessions/{session}/qr", get(sessions::qr))
         .route("/api/v1/sessions/{session}/me", get(sessions::me))
         .route("/api/v1/sessions/{session}/{action}", post(sandbox::dispatch))
+        .route("/api/v1/events", get(events::list))
+        .route("/api/v1/events:stream", get(events::stream))
+        .route("/api/v1/events/{event}", get(events::get))
         .route("/v2/session/me", get(wawp::session_me))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

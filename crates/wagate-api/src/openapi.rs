@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{error, ops, sandbox, sessions, wawp};
+use crate::{error, events, ops, sandbox, sessions, wawp};
 
 struct BearerAuth;
 
@@ -37,6 +37,7 @@ impl Modify for BearerAuth {
         sessions::start, sessions::stop, sessions::restart, sessions::logout,
         sessions::qr, sessions::request_pairing_code, sessions::me,
         sandbox::scan_qr, sandbox::enter_pairing_code, sandbox::disconnect, sandbox::unlink,
+        events::list, events::get, events::stream,
         wawp::session_me,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi_json, ops::docs,
     ),
@@ -46,6 +47,7 @@ impl Modify for BearerAuth {
         (name = "sessions", description = "A session is one attached (or to-be-attached) WhatsApp number, scoped to an organization."),
         (name = "pairing", description = "Attach a number by QR code or by phone pairing code."),
         (name = "sandbox", description = "Controls of the simulated network; only for `sandbox` sessions."),
+        (name = "events", description = "The event log: every change a client can observe, committed with the change itself. Webhooks and the stream read it."),
         (name = "wawp", description = "The wawp.net-compatible v2 surface."),
         (name = "operations", description = "Health, readiness, metrics and this document; no credential needed."),
     )

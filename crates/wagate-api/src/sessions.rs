@@ -4,8 +4,6 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use wagate_core::{
     Capability, EngineKind, InstanceId, NewSession, Phone, Session, SessionId, SessionStatus, Timestamp,
@@ -13,7 +11,7 @@ use wagate_core::{
 use wagate_store::{PageRequest, SessionSettings};
 
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
-use crate::extract::{ApiJson, RawQuery};
+use crate::extract::{ApiJson, RawQuery, decode_page_token, encode_page_token, page_size};
 use crate::qr;
 use crate::state::{AppState, Auth};
 
@@ -230,31 +228,13 @@ pub async fn create(State(state): State<AppState>, auth: Auth, ApiJson(req): Api
     security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, auth: Auth, query: RawQuery) -> ApiResult<Json<SessionList>> {
     let principal = auth.require(Capability::Read)?;
-    let size = match query.get("pageSize") {
-        None | Some("") => 50,
-        Some(raw) => match raw.parse::<u32>() {
-            Ok(n) if n >= 1 => n.min(500),
-            _ => return Err(ApiError::validation("pageSize", "must be an integer from 1 to 500")),
-        },
-    };
-    let after = match query.get("pageToken") {
-        None | Some("") => None,
-        Some(token) => Some(decode_page_token(token)?),
-    };
+    let size = page_size(&query)?;
+    let after = decode_page_token(&query, |s| SessionId::parse(s).ok())?;
     let page = state.store.list_sessions(&principal.org, PageRequest { size, after: after.as_ref() }).await?;
     Ok(Json(SessionList {
         sessions: page.items.iter().map(SessionView::from).collect(),
-        next_page_token: page.next.map(|id| URL_SAFE_NO_PAD.encode(id.as_str())),
+        next_page_token: page.next.map(|id| encode_page_token(id.as_str())),
     }))
-}
-
-fn decode_page_token(token: &str) -> ApiResult<SessionId> {
-    URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| SessionId::parse(&s).ok())
-        .ok_or_else(|| ApiError::validation("pageToken", "not a token returned by this API"))
 }
 
 /// Get a session

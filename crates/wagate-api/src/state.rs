@@ -8,7 +8,7 @@ use axum::http::request::Parts;
 use wagate_auth::Authenticator;
 use wagate_core::{Capability, Principal, Session, SessionId};
 use wagate_engine::supervisor::Supervisor;
-use wagate_store::Store;
+use wagate_store::prelude::*;
 
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
@@ -20,6 +20,8 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub supervisor: Arc<Supervisor>,
     pub metrics: Arc<Metrics>,
+    /// The live reader of the event log, for streams.
+    pub events: Arc<wagate_runtime::EventHub>,
 }
 
 impl AppState {

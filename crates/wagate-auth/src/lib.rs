@@ -1,7 +1,7 @@
 //! Authentication for wagate.
 //!
 //! A bearer token is either an API key (`wag_...`, see [`apikey`]) looked up by its SHA-256 in
-//! the [`Store`], or a login JWT verified against a JWKS (see [`jwt`]). [`Authenticator`] picks
+//! the [`ApiKeyStore`], or a login JWT verified against a JWKS (see [`jwt`]). [`Authenticator`] picks
 //! the path by the `wag_` prefix and turns either into a [`Principal`].
 //!
 //! Nothing in this crate logs, displays or stores a token or a key secret.
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use subtle::ConstantTimeEq;
 use wagate_core::{Principal, PrincipalKind};
-use wagate_store::Store;
+use wagate_store::ApiKeyStore;
 
 pub mod apikey;
 mod error;
@@ -29,19 +29,19 @@ pub const TOUCH_INTERVAL: Duration = Duration::from_secs(60);
 /// Turns bearer tokens into principals.
 #[derive(Clone)]
 pub struct Authenticator {
-    store: Arc<dyn Store>,
+    store: Arc<dyn ApiKeyStore>,
     jwt: Option<Arc<JwtVerifier>>,
 }
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authenticator").field("store", &self.store.backend()).field("jwt", &self.jwt).finish()
+        f.debug_struct("Authenticator").field("jwt", &self.jwt).finish_non_exhaustive()
     }
 }
 
 impl Authenticator {
     /// `jwt` is `None` when no JWKS is configured: then only API keys are accepted.
-    pub fn new(store: Arc<dyn Store>, jwt: Option<Arc<JwtVerifier>>) -> Self {
+    pub fn new(store: Arc<dyn ApiKeyStore>, jwt: Option<Arc<JwtVerifier>>) -> Self {
         Self { store, jwt }
     }
 

@@ -4,16 +4,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
-use wagate_core::{
-    ApiKeyId, ApiKeyRecord, Capabilities, Capability, InstanceId, NewSession, OrgId, Session, SessionId, SessionStatus,
-    Timestamp,
-};
-use wagate_store::{Page, PageRequest, Result as StoreResult, SessionStateUpdate, StoreError};
+use wagate_core::{ApiKeyId, ApiKeyRecord, Capabilities, Capability, OrgId, Timestamp};
+use wagate_store::{ApiKeyStore, Result as StoreResult, StoreError};
 
 use super::*;
 use crate::testing::{JwksServer, TestKey, claims, jwks, sign};
 
-/// Holds API keys only; the session methods are never called by the authenticator.
+/// Holds API keys only: the authenticator needs no other part of the store.
 #[derive(Default)]
 struct FakeStore {
     keys: Mutex<Vec<ApiKeyRecord>>,
@@ -33,13 +30,7 @@ impl FakeStore {
 }
 
 #[async_trait]
-impl Store for FakeStore {
-    fn backend(&self) -> &'static str {
-        "fake"
-    }
-    async fn ping(&self) -> StoreResult<()> {
-        self.check()
-    }
+impl ApiKeyStore for FakeStore {
     async fn ensure_org(&self, _org: &OrgId) -> StoreResult<()> {
         Ok(())
     }
@@ -74,46 +65,6 @@ impl Store for FakeStore {
             k.last_used_at = Some(at);
         }
         Ok(())
-    }
-    async fn insert_session(&self, _new: &NewSession) -> StoreResult<Session> {
-        unimplemented!()
-    }
-    async fn get_session(&self, _org: &OrgId, _id: &SessionId) -> StoreResult<Option<Session>> {
-        unimplemented!()
-    }
-    async fn get_session_unscoped(&self, _id: &SessionId) -> StoreResult<Option<Session>> {
-        unimplemented!()
-    }
-    async fn get_session_by_instance(&self, _instance: &InstanceId) -> StoreResult<Option<Session>> {
-        unimplemented!()
-    }
-    async fn list_sessions(&self, _org: &OrgId, _page: PageRequest<'_>) -> StoreResult<Page<Session>> {
-        unimplemented!()
-    }
-    async fn update_session_settings(
-        &self,
-        _org: &OrgId,
-        _id: &SessionId,
-        _settings: &wagate_store::SessionSettings<'_>,
-        _at: Timestamp,
-    ) -> StoreResult<Option<Session>> {
-        unimplemented!()
-    }
-    async fn update_session_state(
-        &self,
-        _id: &SessionId,
-        _update: &SessionStateUpdate,
-    ) -> StoreResult<Option<Session>> {
-        unimplemented!()
-    }
-    async fn delete_session(&self, _org: &OrgId, _id: &SessionId) -> StoreResult<bool> {
-        unimplemented!()
-    }
-    async fn sessions_to_resume(&self) -> StoreResult<Vec<Session>> {
-        unimplemented!()
-    }
-    async fn count_sessions_by_status(&self) -> StoreResult<Vec<(SessionStatus, u64)>> {
-        unimplemented!()
     }
 }
 

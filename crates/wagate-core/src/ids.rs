@@ -90,6 +90,19 @@ prefixed_id!(
     ApiKeyId,
     "key_"
 );
+prefixed_id!(
+    /// An event of the event log.
+    EventId,
+    "evt_"
+);
+
+impl EventId {
+    /// When the id was made (the ULID's millisecond timestamp).
+    pub fn created_at(&self) -> crate::Timestamp {
+        let ulid = ulid::Ulid::from_string(&self.0[Self::PREFIX.len()..]).unwrap_or_default();
+        chrono::DateTime::from_timestamp_millis(ulid.timestamp_ms() as i64).unwrap_or_default()
+    }
+}
 
 /// An organization: an opaque, non-empty string (a JWT org claim or `keys create --org`).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -4,12 +4,14 @@
 //! construction (`SessionId::parse`, `Phone::parse`, ...), so the layers above never re-check.
 
 pub mod caps;
+pub mod event;
 pub mod ids;
 pub mod phone;
 pub mod session;
 
 pub use caps::{Capabilities, Capability, Principal, PrincipalKind, Role};
-pub use ids::{ApiKeyId, IdError, InstanceId, OrgId, SessionId};
+pub use event::{Event, EventType, NewEvent};
+pub use ids::{ApiKeyId, EventId, IdError, InstanceId, OrgId, SessionId};
 pub use phone::{Phone, PhoneError};
 pub use session::{
     ApiKeyRecord, EngineKind, Identity, NewApiKey, NewSession, Session, SessionStatus,

@@ -25,7 +25,8 @@ use async_trait::async_trait;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use wagate_core::{EngineKind, Identity, Phone, Session, SessionId, SessionStatus};
-use wagate_store::{IdentityUpdate, SessionStateUpdate, Store, StoreError};
+use wagate_store::prelude::*;
+use wagate_store::{IdentityUpdate, SessionStateUpdate, StoreError};
 
 use crate::sandbox::SandboxControl;
 use crate::{Engine, EngineError, EngineEvent, EngineSession, EventSink, PairingCode, QrCode, SessionSpec};
@@ -770,13 +771,14 @@ mod tests {
         store: Arc<dyn Store>,
         sandbox: Arc<PurgeCounting<SandboxEngine>>,
         sup: Arc<Supervisor>,
+        _db: tempfile::TempDir,
     }
 
     async fn fixture_with(config: SandboxConfig, sup_config: SupervisorConfig) -> Fixture {
-        let store = memory_store().await;
+        let (store, _db) = test_store().await;
         let sandbox = PurgeCounting::new(SandboxEngine::new(config));
         let sup = Supervisor::new(Arc::clone(&store), [sandbox.clone() as Arc<dyn Engine>], sup_config);
-        Fixture { store, sandbox, sup }
+        Fixture { store, sandbox, sup, _db }
     }
 
     async fn fixture() -> Fixture {
@@ -1019,7 +1021,7 @@ mod tests {
 
     #[tokio::test]
     async fn resume_all_starts_desired_sessions_within_the_cap() {
-        let store = memory_store().await;
+        let (store, _db) = test_store().await;
         let engine = CountingEngine::new(EngineKind::Whatsapp, Duration::from_millis(30));
         let sup = Supervisor::new(
             Arc::clone(&store),
@@ -1062,7 +1064,7 @@ mod tests {
 
     #[tokio::test]
     async fn terminal_events_end_the_run() {
-        let store = memory_store().await;
+        let (store, _db) = test_store().await;
         let engine = CountingEngine::new(EngineKind::Whatsapp, Duration::ZERO);
         let sup = Supervisor::new(Arc::clone(&store), [engine.clone() as Arc<dyn Engine>], SupervisorConfig::default());
         let cases = [
@@ -1096,7 +1098,7 @@ mod tests {
     async fn start_passes_the_stored_device_name_to_the_engine() {
         use wagate_core::{InstanceId, NewSession, OrgId};
 
-        let store = memory_store().await;
+        let (store, _db) = test_store().await;
         let engine = CountingEngine::new(EngineKind::Whatsapp, Duration::ZERO);
         let sup = Supervisor::new(Arc::clone(&store), [engine.clone() as Arc<dyn Engine>], SupervisorConfig::default());
         let default = new_session(&store, EngineKind::Whatsapp, false).await;
@@ -1124,7 +1126,7 @@ mod tests {
 
     #[tokio::test]
     async fn paired_event_stores_identity_and_keeps_status() {
-        let store = memory_store().await;
+        let (store, _db) = test_store().await;
         let engine = CountingEngine::new(EngineKind::Whatsapp, Duration::ZERO);
         let sup = Supervisor::new(Arc::clone(&store), [engine as Arc<dyn Engine>], SupervisorConfig::default());
         let s = new_session(&store, EngineKind::Whatsapp, false).await;
@@ -1150,7 +1152,7 @@ mod tests {
 
     #[tokio::test]
     async fn sandbox_access_and_unsupported_engines() {
-        let store = memory_store().await;
+        let (store, _db) = test_store().await;
         let engine = CountingEngine::new(EngineKind::Whatsapp, Duration::ZERO);
         let sup = Supervisor::new(Arc::clone(&store), [engine as Arc<dyn Engine>], SupervisorConfig::default());
         let wa = new_session(&store, EngineKind::Whatsapp, false).await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use wagate_core::{EngineKind, InstanceId, NewSession, OrgId, Phone, Session, SessionId, SessionStatus};
-use wagate_store::Store;
+use wagate_store::prelude::*;
 
 use crate::sandbox::SandboxConfig;
 use crate::{Engine, EngineError, EngineEvent, EngineSession, EventSink, PairingCode, SessionSpec};
@@ -47,8 +47,13 @@ pub fn phone(s: &str) -> Phone {
     Phone::parse(s).unwrap()
 }
 
-pub async fn memory_store() -> Arc<dyn Store> {
-    wagate_store::connect("memory://").await.expect("memory store")
+/// A fresh SQLite store in a temporary directory, which must outlive the store.
+pub async fn test_store() -> (Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = wagate_store::connect(&format!("sqlite://{}", dir.path().join("wagate.db").display()))
+        .await
+        .expect("sqlite store");
+    (store, dir)
 }
 
 pub async fn new_session(store: &Arc<dyn Store>, engine: EngineKind, desired_running: bool) -> Session {

@@ -1,16 +1,17 @@
 //! Storage for wagate.
 //!
-//! One trait, [`Store`], with three implementations chosen once from the database URL:
-//! `sqlite://PATH` (the default, WAL mode), `postgres://...`, and `memory://` (process-local,
-//! used by benchmarks to measure the gateway without a database). Migrations are embedded
-//! per backend and applied by [`connect`]. Every method that touches a tenant's resource
-//! takes the organization, so a query can never reach another organization's rows.
+//! One trait per aggregate ([`ApiKeyStore`], [`SessionStore`], [`EventStore`]), gathered in
+//! [`Store`], with a [`UnitOfWork`] for writes that commit together. Two implementations,
+//! chosen once from the database URL: `sqlite://PATH` (the default, WAL mode) and
+//! `postgres://...`, each with its own plain `sqlx` queries and embedded migrations (applied by
+//! [`connect`]); one behaviour suite (`tests/behaviour.rs`) runs against both. Every method
+//! that touches a tenant's resource takes the organization, so a query can never reach another
+//! organization's rows.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-mod memory;
 mod postgres;
 mod rows;
 mod sql;
@@ -18,12 +19,11 @@ mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use memory::MemoryStore;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 use wagate_core::{
-    ApiKeyId, ApiKeyRecord, Identity, InstanceId, NewSession, OrgId, Session, SessionId,
-    SessionStatus, Timestamp,
+    ApiKeyId, ApiKeyRecord, Event, EventId, EventType, Identity, InstanceId, NewEvent, NewSession,
+    OrgId, Session, SessionId, SessionStatus, Timestamp,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -40,18 +40,18 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// One page of a newest-first list.
 #[derive(Debug, Clone, Copy)]
-pub struct PageRequest<'a> {
+pub struct PageRequest<'a, K = SessionId> {
     /// 1..=500
     pub size: u32,
     /// Return items strictly older than this id (the last id of the previous page).
-    pub after: Option<&'a SessionId>,
+    pub after: Option<&'a K>,
 }
 
 #[derive(Debug, Clone)]
-pub struct Page<T> {
+pub struct Page<T, K = SessionId> {
     pub items: Vec<T>,
     /// Present when more items follow: the id to pass as `after` for the next page.
-    pub next: Option<SessionId>,
+    pub next: Option<K>,
 }
 
 impl PageRequest<'_> {
@@ -63,13 +63,13 @@ pub(crate) fn page_size(size: u32) -> u32 {
     size.clamp(1, PageRequest::MAX_SIZE)
 }
 
-impl<T> Page<T> {
+impl<T, K: Clone> Page<T, K> {
     /// Builds a page from up to `size + 1` newest-first items: the extra one, if present, only
     /// says that another page follows, which starts after this page's last item.
     pub(crate) fn from_overfetched(
         mut items: Vec<T>,
         size: u32,
-        id: impl Fn(&T) -> &SessionId,
+        id: impl Fn(&T) -> &K,
     ) -> Self {
         let more = items.len() > size as usize;
         items.truncate(size as usize);
@@ -123,14 +123,39 @@ pub struct SessionStateUpdate {
     pub at: Timestamp,
 }
 
+/// What changed in a session-state update: the session as written and the status it had.
+#[derive(Debug, Clone)]
+pub struct StateChange {
+    pub session: Session,
+    pub previous: SessionStatus,
+}
+
+/// Which events a reader wants (all of the organization's when both are `None`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    pub session: Option<SessionId>,
+    /// `None`: every type; `Some`: only these (never empty).
+    pub types: Option<Vec<EventType>>,
+}
+
+impl EventFilter {
+    pub fn matches(&self, event: &Event) -> bool {
+        self.session.as_ref().is_none_or(|s| event.session.as_ref() == Some(s))
+            && self.types.as_ref().is_none_or(|types| types.contains(&event.kind))
+    }
+
+    /// The type list as the SQL backends bind it: a JSON array of names.
+    pub(crate) fn types_json(&self) -> Option<String> {
+        self.types.as_ref().map(|types| {
+            serde_json::to_string(&types.iter().map(|t| t.as_str()).collect::<Vec<_>>())
+                .expect("a list of strings serializes")
+        })
+    }
+}
+
+/// Organizations and their API keys.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// `sqlite`, `postgres` or `memory`.
-    fn backend(&self) -> &'static str;
-
-    /// Cheap round trip, for `/readyz`.
-    async fn ping(&self) -> Result<()>;
-
+pub trait ApiKeyStore: Send + Sync {
     /// Creates the organization if it does not exist.
     async fn ensure_org(&self, org: &OrgId) -> Result<()>;
 
@@ -148,9 +173,15 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_api_key(&self, id: &ApiKeyId, at: Timestamp) -> Result<bool>;
     /// Records a use of the key.
     async fn touch_api_key(&self, id: &ApiKeyId, at: Timestamp) -> Result<()>;
+}
 
-    /// Inserts a session (creating its organization if new). `Conflict` when another session of
-    /// the organization has the same non-null name, or the instance id is taken.
+/// Sessions. Every status change (creation included) appends its `session.status` event in
+/// the same transaction.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Inserts a session (creating its organization if new) with its first `session.status`
+    /// event (`previousStatus: null`). `Conflict` when another session of the organization has
+    /// the same non-null name, or the instance id is taken.
     async fn insert_session(&self, new: &NewSession) -> Result<Session>;
     async fn get_session(&self, org: &OrgId, id: &SessionId) -> Result<Option<Session>>;
     /// Unscoped lookup, for the supervisor only (never with a client-supplied id alone).
@@ -169,12 +200,6 @@ pub trait Store: Send + Sync + 'static {
         settings: &SessionSettings<'_>,
         at: Timestamp,
     ) -> Result<Option<Session>>;
-    /// Applies a run-state change. `Ok(None)` when the session no longer exists.
-    async fn update_session_state(
-        &self,
-        id: &SessionId,
-        update: &SessionStateUpdate,
-    ) -> Result<Option<Session>>;
     /// False when no such session in the organization.
     async fn delete_session(&self, org: &OrgId, id: &SessionId) -> Result<bool>;
     /// Every session with `desired_running`, oldest first (resumed at start-up).
@@ -184,10 +209,101 @@ pub trait Store: Send + Sync + 'static {
     async fn count_sessions_by_status(&self) -> Result<Vec<(SessionStatus, u64)>>;
 }
 
+/// The event log. Events are appended only through a [`UnitOfWork`]; these are its readers.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// An organization's events, newest first; `page.after` is the last event id of the
+    /// previous page.
+    async fn list_events(
+        &self,
+        org: &OrgId,
+        filter: &EventFilter,
+        page: PageRequest<'_, EventId>,
+    ) -> Result<Page<Event, EventId>>;
+    async fn get_event(&self, org: &OrgId, id: &EventId) -> Result<Option<Event>>;
+    /// Up to `limit` events of every organization with a position after `after`, oldest
+    /// first: the log as its in-process readers tail it.
+    async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<Event>>;
+    /// As [`EventStore::events_after`], for one organization and filter.
+    async fn org_events_after(
+        &self,
+        org: &OrgId,
+        filter: &EventFilter,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Event>>;
+    /// The position of the last event committed (0 when the log is empty).
+    async fn last_event_seq(&self) -> Result<i64>;
+    /// Deletes up to `limit` events created before `before`, oldest first; returns how many.
+    async fn prune_events(&self, before: Timestamp, limit: u32) -> Result<u64>;
+    /// Changes (to an unspecified value) after every commit that appended events: readers
+    /// wait on it instead of polling.
+    fn event_commits(&self) -> tokio::sync::watch::Receiver<u64>;
+}
+
+/// Writes that commit together or not at all. Dropping it without [`UnitOfWork::commit`]
+/// rolls everything back.
+#[async_trait]
+pub trait UnitOfWork: Send {
+    /// Applies a run-state change. `Ok(None)` when the session no longer exists. The caller
+    /// appends the `session.status` event when the status changed.
+    async fn update_session_state(
+        &mut self,
+        id: &SessionId,
+        update: &SessionStateUpdate,
+    ) -> Result<Option<StateChange>>;
+    /// Appends an event; it is visible to readers, in commit order, once this unit commits.
+    async fn append_event(&mut self, event: &NewEvent) -> Result<Event>;
+    async fn commit(self: Box<Self>) -> Result<()>;
+}
+
+#[async_trait]
+pub trait Store: ApiKeyStore + SessionStore + EventStore + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    /// Cheap round trip, for `/readyz`.
+    async fn ping(&self) -> Result<()>;
+
+    /// Starts a unit of work (a write transaction).
+    async fn begin(&self) -> Result<Box<dyn UnitOfWork>>;
+
+    /// Applies a run-state change and, when the status changed, appends its `session.status`
+    /// event, in one transaction. `Ok(None)` when the session no longer exists.
+    async fn update_session_state(
+        &self,
+        id: &SessionId,
+        update: &SessionStateUpdate,
+    ) -> Result<Option<Session>> {
+        let mut uow = self.begin().await?;
+        let Some(change) = uow.update_session_state(id, update).await? else {
+            return Ok(None);
+        };
+        let session = change.session;
+        if session.status != change.previous {
+            let event = NewEvent::session_status(
+                &session.org,
+                &session.id,
+                session.status,
+                Some(change.previous),
+                session.status_reason.as_deref(),
+            );
+            uow.append_event(&event).await?;
+        }
+        uow.commit().await?;
+        Ok(Some(session))
+    }
+}
+
+/// Everything a caller of the store needs in scope: `use wagate_store::prelude::*;`.
+pub mod prelude {
+    pub use crate::{ApiKeyStore, EventStore, SessionStore, Store, UnitOfWork};
+}
+
 /// Opens the store named by `url` and applies its migrations.
 ///
 /// `sqlite://PATH` creates the file (and its directory) if missing; `postgres://...` expects the
-/// database to exist; `memory://` keeps everything in this process.
+/// database to exist.
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
     // Only the scheme is ever echoed back: the rest of a URL may hold a password.
     let scheme = url
@@ -196,12 +312,11 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
     match scheme.as_deref() {
         Some("sqlite") => Ok(Arc::new(SqliteStore::connect(url).await?)),
         Some("postgres" | "postgresql") => Ok(Arc::new(PostgresStore::connect(url).await?)),
-        Some("memory") => Ok(Arc::new(MemoryStore::new())),
         Some(other) => Err(StoreError::Backend(format!(
-            "unsupported database URL scheme {other:?}: expected sqlite://PATH, postgres://... or memory://"
+            "unsupported database URL scheme {other:?}: expected sqlite://PATH, postgres://..."
         ))),
         None => Err(StoreError::Backend(
-            "database URL has no scheme: expected sqlite://PATH, postgres://... or memory://"
+            "database URL has no scheme: expected sqlite://PATH, postgres://..."
                 .to_owned(),
         )),
     }
@@ -233,18 +348,11 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_schemes_are_refused_without_echoing_the_url() {
-        for url in ["mysql://root:hunter2@db/wagate", "hunter2", "file:///tmp/x"] {
+        for url in ["mysql://root:hunter2@db/wagate", "hunter2", "file:///tmp/x", "memory://"] {
             let Err(StoreError::Backend(msg)) = connect(url).await else {
                 panic!("{url} should be refused");
             };
             assert!(!msg.contains("hunter2") && !msg.contains("/tmp/x"), "{msg}");
-        }
-    }
-
-    #[tokio::test]
-    async fn memory_urls_open_a_memory_store() {
-        for url in ["memory://", "memory:", "MEMORY://"] {
-            assert_eq!(connect(url).await.unwrap().backend(), "memory");
         }
     }
 

@@ -1,12 +1,20 @@
 //! The PostgreSQL store.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use tokio::sync::watch;
+use wagate_core::{Event, NewEvent, SessionId};
 
-use crate::sql::{impl_sql_store, open_failure};
-use crate::{Result, StoreError};
+use crate::sql::{self, db_err, open_failure};
+use crate::{Result, SessionStateUpdate, StateChange, Store, StoreError, UnitOfWork};
+
+mod api_keys;
+mod events;
+mod sessions;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -15,6 +23,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// Bumped after every commit that appended events.
+    commits: Arc<watch::Sender<u64>>,
 }
 
 impl PostgresStore {
@@ -43,7 +53,7 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Backend(format!("postgres migrations failed: {e}")))?;
-        Ok(Self { pool })
+        Ok(Self { pool, commits: Arc::new(watch::Sender::new(0)) })
     }
 
     /// The pool, for callers that need raw access (tests, maintenance).
@@ -51,17 +61,50 @@ impl PostgresStore {
         &self.pool
     }
 
-    /// Locks both tables against writers for the length of the transaction, so two gateways
-    /// starting at once (or a `keys create` racing a first start) cannot both see an empty
-    /// database. `EXCLUSIVE` still lets readers through. Tables are locked in the same order
-    /// (organizations, then api_keys) as every other writer touches them.
-    async fn begin_bootstrap(&self) -> sqlx::Result<Transaction<'static, Postgres>> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("LOCK TABLE organizations, api_keys IN EXCLUSIVE MODE")
-            .execute(&mut *tx)
-            .await?;
-        Ok(tx)
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query(sql::PING).execute(&self.pool).await.map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
+        let tx = self.pool.begin().await.map_err(db_err)?;
+        Ok(Box::new(PgUnitOfWork { tx, appended: false, commits: Arc::clone(&self.commits) }))
     }
 }
 
-impl_sql_store!(PostgresStore, Postgres, "postgres");
+/// A unit of work. Appending an event takes the event log's lock until commit, so a unit
+/// appends its events last, after its other writes.
+struct PgUnitOfWork {
+    tx: Transaction<'static, Postgres>,
+    appended: bool,
+    commits: Arc<watch::Sender<u64>>,
+}
+
+#[async_trait]
+impl UnitOfWork for PgUnitOfWork {
+    async fn update_session_state(&mut self, id: &SessionId, update: &SessionStateUpdate) -> Result<Option<StateChange>> {
+        sessions::update_state(&mut self.tx, id, update).await
+    }
+
+    async fn append_event(&mut self, event: &NewEvent) -> Result<Event> {
+        let event = events::insert(&mut self.tx, event).await?;
+        self.appended = true;
+        Ok(event)
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        self.tx.commit().await.map_err(db_err)?;
+        if self.appended {
+            self.commits.send_modify(|n| *n += 1);
+        }
+        Ok(())
+    }
+}

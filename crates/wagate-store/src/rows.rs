@@ -7,8 +7,8 @@
 //! a panic.
 
 use wagate_core::{
-    ApiKeyId, ApiKeyRecord, Capabilities, EngineKind, Identity, InstanceId, OrgId, Phone, Session,
-    SessionId, SessionStatus, Timestamp,
+    ApiKeyId, ApiKeyRecord, Capabilities, EngineKind, Event, EventId, EventType, Identity,
+    InstanceId, OrgId, Phone, Session, SessionId, SessionStatus, Timestamp,
 };
 
 use crate::{Result, StoreError};
@@ -44,6 +44,37 @@ pub(crate) struct ApiKeyRow {
     pub expires_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
     pub last_used_at: Option<Timestamp>,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct EventRow {
+    pub seq: i64,
+    pub id: String,
+    pub org_id: String,
+    pub session_id: Option<String>,
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub data: String,
+    pub created_at: Timestamp,
+}
+
+impl EventRow {
+    pub(crate) fn into_event(self) -> Result<Event> {
+        const T: &str = "events";
+        let row_id = self.id.as_str();
+        let id = EventId::parse(row_id).map_err(|_| corrupt(T, row_id, "id"))?;
+        let org = parse_org(T, row_id, &self.org_id)?;
+        let session = self
+            .session_id
+            .as_deref()
+            .map(SessionId::parse)
+            .transpose()
+            .map_err(|_| corrupt(T, row_id, "session_id"))?;
+        let kind = EventType::parse(&self.kind).ok_or_else(|| corrupt(T, row_id, "type"))?;
+        let data = serde_json::value::RawValue::from_string(self.data)
+            .map_err(|_| corrupt(T, row_id, "data"))?;
+        Ok(Event { seq: self.seq, id, org, session, kind, data, created_at: self.created_at })
+    }
 }
 
 fn corrupt(table: &str, id: &str, column: &str) -> StoreError {
@@ -129,6 +160,11 @@ impl ApiKeyRow {
 }
 
 /// Parses a `GROUP BY status` result row.
+/// A status read on its own (inside a state update).
+pub(crate) fn parse_status(session: &str, status: &str) -> Result<SessionStatus> {
+    SessionStatus::parse(status).ok_or_else(|| corrupt("sessions", session, "status"))
+}
+
 pub(crate) fn parse_status_count(status: &str, count: i64) -> Result<(SessionStatus, u64)> {
     let status = SessionStatus::parse(status)
         .ok_or_else(|| StoreError::Backend("a stored session has an unknown status".to_owned()))?;

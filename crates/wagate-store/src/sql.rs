@@ -1,12 +1,11 @@
-//! What the SQLite and PostgreSQL stores share: the statements, the error mapping, and the
-//! [`Store`](crate::Store) implementation itself (stamped out once per backend by
-//! `impl_sql_store!`).
+//! What the SQLite and PostgreSQL stores share: the statements both accept, and the error
+//! mapping. Each backend binds and runs them with its own plain `sqlx` code (`sqlite/`,
+//! `postgres/`); statements that differ (the event type filter, how writers of the event log
+//! are ordered) live there.
 //!
-//! The statements are written once, in the subset both engines accept: `$N` placeholders
+//! Shared statements are written in the subset both engines accept: `$N` placeholders
 //! (sqlx's SQLite driver maps `$N` to the N-th bound argument), `ON CONFLICT DO NOTHING` and
-//! `RETURNING` (SQLite 3.35+, the bundled one is newer). What differs per backend — how the
-//! pool is opened, how `bootstrap` serializes concurrent callers — lives in `sqlite.rs` and
-//! `postgres.rs`.
+//! `RETURNING` (SQLite 3.35+, the bundled one is newer).
 
 use crate::StoreError;
 
@@ -129,6 +128,67 @@ pub(crate) const SESSIONS_TO_RESUME: &str = concat!(
 pub(crate) const COUNT_SESSIONS_BY_STATUS: &str =
     "SELECT status, COUNT(*) AS n FROM sessions GROUP BY status";
 
+/// The status of a session, read inside a state update's transaction.
+pub(crate) const SESSION_STATUS: &str = "SELECT status FROM sessions WHERE id = $1";
+
+macro_rules! event_columns {
+    () => {
+        "seq, id, org_id, session_id, type, data, created_at"
+    };
+}
+
+/// `$1` id, `$2` org, `$3` session, `$4` type, `$5` data, `$6` created_at.
+pub(crate) const INSERT_EVENT: &str = concat!(
+    "INSERT INTO events (id, org_id, session_id, type, data, created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
+    event_columns!()
+);
+
+pub(crate) const GET_EVENT: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM events WHERE org_id = $1 AND id = $2"
+);
+
+/// `$1` after, `$2` limit.
+pub(crate) const EVENTS_AFTER: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM events WHERE seq > $1 ORDER BY seq ASC LIMIT $2"
+);
+
+pub(crate) const LAST_EVENT_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM events";
+
+/// `$1` before, `$2` limit.
+pub(crate) const PRUNE_EVENTS: &str = "DELETE FROM events WHERE seq IN \
+     (SELECT seq FROM events WHERE created_at < $1 ORDER BY seq ASC LIMIT $2)";
+
+/// The filtered readers of one organization's events. `$1` org, `$2` session (NULL: all),
+/// `$3` the types (NULL: all; how a list is bound differs per backend, so each passes the
+/// condition on `$3` as `types`), then:
+/// newest first: `$4` the id of the last event of the previous page (NULL: from the newest),
+/// `$5` limit; oldest first: `$4` the position to read after, `$5` limit.
+macro_rules! org_events {
+    ($types:literal) => {
+        (
+            concat!(
+                "SELECT ",
+                $crate::sql::event_columns!(),
+                " FROM events WHERE org_id = $1 AND ($2 IS NULL OR session_id = $2) AND ($3 IS NULL OR ",
+                $types,
+                ") AND ($4 IS NULL OR seq < (SELECT seq FROM events WHERE id = $4)) ORDER BY seq DESC LIMIT $5"
+            ),
+            concat!(
+                "SELECT ",
+                $crate::sql::event_columns!(),
+                " FROM events WHERE org_id = $1 AND ($2 IS NULL OR session_id = $2) AND ($3 IS NULL OR ",
+                $types,
+                ") AND seq > $4 ORDER BY seq ASC LIMIT $5"
+            ),
+        )
+    };
+}
+pub(crate) use {event_columns, org_events};
+
 /// Maps a sqlx error to a [`StoreError`]: unique violations become `Conflict` naming the rule
 /// broken (`id`, `instance_id`, `name`, `key_hash`), everything else `Backend`.
 ///
@@ -194,364 +254,6 @@ fn conflict_field(constraint: Option<&str>, message: &str) -> String {
         .map(|column| column.rsplit('.').next().unwrap_or(column).to_owned())
         .unwrap_or_else(|| "unique".to_owned())
 }
-
-/// Implements [`Store`](crate::Store) for a SQL store type that has a `pool` field and an
-/// inherent `begin_bootstrap(&self)` returning a transaction in which no concurrent
-/// `bootstrap` can interleave.
-macro_rules! impl_sql_store {
-    ($store:ty, $db:ty, $backend:literal) => {
-        impl $store {
-            fn bind_api_key<'q>(
-                query: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>,
-                key: &'q wagate_core::ApiKeyRecord,
-            ) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments> {
-                query
-                    .bind(key.id.as_str())
-                    .bind(key.org.as_str())
-                    .bind(key.name.as_str())
-                    .bind(key.capabilities.to_list())
-                    .bind(&key.hash[..])
-                    .bind(key.created_at)
-                    .bind(key.expires_at)
-                    .bind(key.revoked_at)
-                    .bind(key.last_used_at)
-            }
-        }
-
-        #[async_trait::async_trait]
-        impl $crate::Store for $store {
-            fn backend(&self) -> &'static str {
-                $backend
-            }
-
-            async fn ping(&self) -> $crate::Result<()> {
-                sqlx::query($crate::sql::PING)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::sql::db_err)?;
-                Ok(())
-            }
-
-            async fn ensure_org(&self, org: &wagate_core::OrgId) -> $crate::Result<()> {
-                sqlx::query($crate::sql::ENSURE_ORG)
-                    .bind(org.as_str())
-                    .bind(wagate_core::now())
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::sql::db_err)?;
-                Ok(())
-            }
-
-            async fn bootstrap(&self, key: &wagate_core::ApiKeyRecord) -> $crate::Result<bool> {
-                use $crate::sql::db_err;
-                let mut tx = self.begin_bootstrap().await.map_err(db_err)?;
-                let taken: bool = sqlx::query_scalar($crate::sql::ANY_ORG_OR_KEY)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-                if taken {
-                    tx.rollback().await.map_err(db_err)?;
-                    return Ok(false);
-                }
-                sqlx::query($crate::sql::ENSURE_ORG)
-                    .bind(key.org.as_str())
-                    .bind(key.created_at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-                Self::bind_api_key(sqlx::query($crate::sql::INSERT_API_KEY), key)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-                tx.commit().await.map_err(db_err)?;
-                Ok(true)
-            }
-
-            async fn insert_api_key(&self, key: &wagate_core::ApiKeyRecord) -> $crate::Result<()> {
-                use $crate::sql::db_err;
-                let mut tx = self.pool.begin().await.map_err(db_err)?;
-                sqlx::query($crate::sql::ENSURE_ORG)
-                    .bind(key.org.as_str())
-                    .bind(key.created_at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-                Self::bind_api_key(sqlx::query($crate::sql::INSERT_API_KEY), key)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-                tx.commit().await.map_err(db_err)?;
-                Ok(())
-            }
-
-            async fn find_api_key_by_hash(
-                &self,
-                hash: &[u8; 32],
-            ) -> $crate::Result<Option<wagate_core::ApiKeyRecord>> {
-                sqlx::query_as::<_, $crate::rows::ApiKeyRow>($crate::sql::FIND_API_KEY_BY_HASH)
-                    .bind(&hash[..])
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err($crate::sql::db_err)?
-                    .map($crate::rows::ApiKeyRow::into_record)
-                    .transpose()
-            }
-
-            async fn list_api_keys(
-                &self,
-                org: &wagate_core::OrgId,
-            ) -> $crate::Result<Vec<wagate_core::ApiKeyRecord>> {
-                sqlx::query_as::<_, $crate::rows::ApiKeyRow>($crate::sql::LIST_API_KEYS)
-                    .bind(org.as_str())
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err($crate::sql::db_err)?
-                    .into_iter()
-                    .map($crate::rows::ApiKeyRow::into_record)
-                    .collect()
-            }
-
-            async fn revoke_api_key(
-                &self,
-                id: &wagate_core::ApiKeyId,
-                at: wagate_core::Timestamp,
-            ) -> $crate::Result<bool> {
-                let done = sqlx::query($crate::sql::REVOKE_API_KEY)
-                    .bind(id.as_str())
-                    .bind(at)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::sql::db_err)?;
-                Ok(done.rows_affected() > 0)
-            }
-
-            async fn touch_api_key(
-                &self,
-                id: &wagate_core::ApiKeyId,
-                at: wagate_core::Timestamp,
-            ) -> $crate::Result<()> {
-                sqlx::query($crate::sql::TOUCH_API_KEY)
-                    .bind(id.as_str())
-                    .bind(at)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::sql::db_err)?;
-                Ok(())
-            }
-
-            async fn insert_session(
-                &self,
-                new: &wagate_core::NewSession,
-            ) -> $crate::Result<wagate_core::Session> {
-                use $crate::sql::db_err;
-                let mut tx = self.pool.begin().await.map_err(db_err)?;
-                sqlx::query($crate::sql::ENSURE_ORG)
-                    .bind(new.org.as_str())
-                    .bind(new.created_at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-                let row =
-                    sqlx::query_as::<_, $crate::rows::SessionRow>($crate::sql::INSERT_SESSION)
-                        .bind(new.id.as_str())
-                        .bind(new.org.as_str())
-                        .bind(new.instance_id.as_str())
-                        .bind(new.name.as_deref())
-                        .bind(new.engine.as_str())
-                        .bind(new.status.as_str())
-                        .bind(new.desired_running)
-                        .bind(new.created_at)
-                        .bind(new.device_name.as_deref())
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(db_err)?;
-                tx.commit().await.map_err(db_err)?;
-                row.into_session()
-            }
-
-            async fn get_session(
-                &self,
-                org: &wagate_core::OrgId,
-                id: &wagate_core::SessionId,
-            ) -> $crate::Result<Option<wagate_core::Session>> {
-                sqlx::query_as::<_, $crate::rows::SessionRow>($crate::sql::GET_SESSION)
-                    .bind(org.as_str())
-                    .bind(id.as_str())
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err($crate::sql::db_err)?
-                    .map($crate::rows::SessionRow::into_session)
-                    .transpose()
-            }
-
-            async fn get_session_unscoped(
-                &self,
-                id: &wagate_core::SessionId,
-            ) -> $crate::Result<Option<wagate_core::Session>> {
-                sqlx::query_as::<_, $crate::rows::SessionRow>($crate::sql::GET_SESSION_UNSCOPED)
-                    .bind(id.as_str())
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err($crate::sql::db_err)?
-                    .map($crate::rows::SessionRow::into_session)
-                    .transpose()
-            }
-
-            async fn get_session_by_instance(
-                &self,
-                instance: &wagate_core::InstanceId,
-            ) -> $crate::Result<Option<wagate_core::Session>> {
-                sqlx::query_as::<_, $crate::rows::SessionRow>($crate::sql::GET_SESSION_BY_INSTANCE)
-                    .bind(instance.as_str())
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err($crate::sql::db_err)?
-                    .map($crate::rows::SessionRow::into_session)
-                    .transpose()
-            }
-
-            async fn list_sessions(
-                &self,
-                org: &wagate_core::OrgId,
-                page: $crate::PageRequest<'_>,
-            ) -> $crate::Result<$crate::Page<wagate_core::Session>> {
-                let size = $crate::page_size(page.size);
-                // One more than asked, to learn whether another page follows.
-                let limit = i64::from(size) + 1;
-                let query = match page.after {
-                    None => sqlx::query_as::<_, $crate::rows::SessionRow>(
-                        $crate::sql::LIST_SESSIONS_FIRST,
-                    )
-                    .bind(org.as_str())
-                    .bind(limit),
-                    Some(after) => sqlx::query_as::<_, $crate::rows::SessionRow>(
-                        $crate::sql::LIST_SESSIONS_AFTER,
-                    )
-                    .bind(org.as_str())
-                    .bind(after.as_str())
-                    .bind(limit),
-                };
-                let rows = query
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err($crate::sql::db_err)?;
-                let items = rows
-                    .into_iter()
-                    .map($crate::rows::SessionRow::into_session)
-                    .collect::<$crate::Result<Vec<_>>>()?;
-                Ok($crate::Page::from_overfetched(items, size, |s| &s.id))
-            }
-
-            async fn update_session_settings(
-                &self,
-                org: &wagate_core::OrgId,
-                id: &wagate_core::SessionId,
-                settings: &$crate::SessionSettings<'_>,
-                at: wagate_core::Timestamp,
-            ) -> $crate::Result<Option<wagate_core::Session>> {
-                sqlx::query_as::<_, $crate::rows::SessionRow>($crate::sql::UPDATE_SESSION_SETTINGS)
-                    .bind(org.as_str())
-                    .bind(id.as_str())
-                    .bind(settings.name.is_some())
-                    .bind(settings.name.flatten())
-                    .bind(settings.device_name.is_some())
-                    .bind(settings.device_name.flatten())
-                    .bind(at)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err($crate::sql::db_err)?
-                    .map($crate::rows::SessionRow::into_session)
-                    .transpose()
-            }
-
-            async fn update_session_state(
-                &self,
-                id: &wagate_core::SessionId,
-                update: &$crate::SessionStateUpdate,
-            ) -> $crate::Result<Option<wagate_core::Session>> {
-                use $crate::IdentityUpdate;
-                let sql = match update.identity {
-                    IdentityUpdate::Keep => $crate::sql::UPDATE_STATE_KEEP_IDENTITY,
-                    IdentityUpdate::Set(_) | IdentityUpdate::Clear => {
-                        $crate::sql::UPDATE_STATE_SET_IDENTITY
-                    }
-                };
-                let mut query = sqlx::query_as::<_, $crate::rows::SessionRow>(sql)
-                    .bind(id.as_str())
-                    .bind(update.status.as_str())
-                    .bind(update.status_reason.as_deref())
-                    .bind(update.desired_running)
-                    .bind(update.at);
-                match &update.identity {
-                    IdentityUpdate::Keep => {}
-                    IdentityUpdate::Set(identity) => {
-                        query = query
-                            .bind(identity.phone.as_str())
-                            .bind(identity.jid.as_str())
-                            .bind(identity.lid.as_deref())
-                            .bind(identity.push_name.as_deref())
-                            .bind(identity.platform.as_deref());
-                    }
-                    IdentityUpdate::Clear => {
-                        query = query
-                            .bind(None::<&str>)
-                            .bind(None::<&str>)
-                            .bind(None::<&str>)
-                            .bind(None::<&str>)
-                            .bind(None::<&str>);
-                    }
-                }
-                query
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err($crate::sql::db_err)?
-                    .map($crate::rows::SessionRow::into_session)
-                    .transpose()
-            }
-
-            async fn delete_session(
-                &self,
-                org: &wagate_core::OrgId,
-                id: &wagate_core::SessionId,
-            ) -> $crate::Result<bool> {
-                let done = sqlx::query($crate::sql::DELETE_SESSION)
-                    .bind(org.as_str())
-                    .bind(id.as_str())
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::sql::db_err)?;
-                Ok(done.rows_affected() > 0)
-            }
-
-            async fn sessions_to_resume(&self) -> $crate::Result<Vec<wagate_core::Session>> {
-                sqlx::query_as::<_, $crate::rows::SessionRow>($crate::sql::SESSIONS_TO_RESUME)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err($crate::sql::db_err)?
-                    .into_iter()
-                    .map($crate::rows::SessionRow::into_session)
-                    .collect()
-            }
-
-            async fn count_sessions_by_status(
-                &self,
-            ) -> $crate::Result<Vec<(wagate_core::SessionStatus, u64)>> {
-                let rows: Vec<(String, i64)> =
-                    sqlx::query_as($crate::sql::COUNT_SESSIONS_BY_STATUS)
-                        .fetch_all(&self.pool)
-                        .await
-                        .map_err($crate::sql::db_err)?;
-                let found = rows
-                    .iter()
-                    .map(|(status, n)| $crate::rows::parse_status_count(status, *n))
-                    .collect::<$crate::Result<Vec<_>>>()?;
-                Ok($crate::rows::complete_counts(found))
-            }
-        }
-    };
-}
-
-pub(crate) use impl_sql_store;
 
 #[cfg(test)]
 mod tests {

@@ -1,13 +1,21 @@
 //! The SQLite store: one file, WAL journal, foreign keys on.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
+use tokio::sync::watch;
+use wagate_core::{Event, NewEvent, SessionId};
 
-use crate::sql::{impl_sql_store, open_failure};
-use crate::{Result, StoreError};
+use crate::sql::{self, db_err, open_failure};
+use crate::{Result, SessionStateUpdate, StateChange, Store, StoreError, UnitOfWork};
+
+mod api_keys;
+mod events;
+mod sessions;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -17,6 +25,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Bumped after every commit that appended events.
+    commits: Arc<watch::Sender<u64>>,
 }
 
 impl SqliteStore {
@@ -57,7 +67,7 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Backend(format!("sqlite migrations failed: {e}")))?;
-        Ok(Self { pool })
+        Ok(Self { pool, commits: Arc::new(watch::Sender::new(0)) })
     }
 
     /// The pool, for callers that need raw access (tests, maintenance).
@@ -65,11 +75,50 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// `BEGIN IMMEDIATE` takes the write lock up front, so two bootstraps cannot both read an
-    /// empty database (a deferred transaction would fail to upgrade instead of waiting).
-    async fn begin_bootstrap(&self) -> sqlx::Result<Transaction<'static, Sqlite>> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query(sql::PING).execute(&self.pool).await.map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
+        // `BEGIN IMMEDIATE` takes the write lock up front: a unit of work reads before it
+        // writes, and a deferred transaction could not upgrade if another writer came first.
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        Ok(Box::new(SqliteUnitOfWork { tx, appended: false, commits: Arc::clone(&self.commits) }))
     }
 }
 
-impl_sql_store!(SqliteStore, Sqlite, "sqlite");
+struct SqliteUnitOfWork {
+    tx: Transaction<'static, Sqlite>,
+    appended: bool,
+    commits: Arc<watch::Sender<u64>>,
+}
+
+#[async_trait]
+impl UnitOfWork for SqliteUnitOfWork {
+    async fn update_session_state(&mut self, id: &SessionId, update: &SessionStateUpdate) -> Result<Option<StateChange>> {
+        sessions::update_state(&mut self.tx, id, update).await
+    }
+
+    async fn append_event(&mut self, event: &NewEvent) -> Result<Event> {
+        let event = events::insert(&mut self.tx, event).await?;
+        self.appended = true;
+        Ok(event)
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        self.tx.commit().await.map_err(db_err)?;
+        if self.appended {
+            self.commits.send_modify(|n| *n += 1);
+        }
+        Ok(())
+    }
+}

@@ -1,9 +1,9 @@
 //! One storage behaviour suite, run against every backend.
 //!
 //! Each scenario is an `async fn(Arc<dyn Store>)` that starts from an empty store. The
-//! `scenarios!` macro at the bottom turns each into three tests: `memory::NAME`, `sqlite::NAME`
-//! (a fresh file in a temporary directory) and `postgres::NAME` (a fresh database on the server
-//! named by `WAGATE_TEST_POSTGRES_URL`, skipped when that is not set).
+//! `scenarios!` macro at the bottom turns each into two tests: `sqlite::NAME` (a fresh file in
+//! a temporary directory) and `postgres::NAME` (a fresh database on the server named by
+//! `WAGATE_TEST_POSTGRES_URL`, skipped when that is not set).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,22 +13,11 @@ use wagate_core::{
     ApiKeyId, ApiKeyRecord, Capabilities, Capability, EngineKind, Identity, InstanceId, NewSession,
     OrgId, Phone, Session, SessionId, SessionStatus, Timestamp,
 };
-use wagate_store::{IdentityUpdate, PageRequest, SessionSettings, SessionStateUpdate, Store, StoreError, testing};
+use wagate_store::prelude::*;
+use wagate_store::{IdentityUpdate, PageRequest, SessionSettings, SessionStateUpdate, StoreError, testing};
 
 // ---------------------------------------------------------------------------------------------
 // Runners
-
-async fn on_memory<F, Fut>(scenario: F)
-where
-    F: FnOnce(Arc<dyn Store>) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let store = wagate_store::connect("memory://")
-        .await
-        .expect("memory store");
-    assert_eq!(store.backend(), "memory");
-    scenario(store).await;
-}
 
 /// A URL for a database file that does not exist yet, in a directory that does not either.
 fn sqlite_url(dir: &tempfile::TempDir) -> String {
@@ -1241,14 +1230,15 @@ async fn unreachable_postgres_is_a_backend_error_without_the_password() {
     }
 }
 
+#[path = "behaviour/events.rs"]
+mod events;
+use events::*;
+
 // ---------------------------------------------------------------------------------------------
 // Every scenario on every backend
 
 macro_rules! scenarios {
     ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test] async fn $name() { crate::on_memory(crate::$name).await; })*
-        }
         mod sqlite {
             $(#[tokio::test] async fn $name() { crate::on_sqlite(crate::$name).await; })*
         }
@@ -1280,4 +1270,11 @@ scenarios!(
     sessions_counted_by_status,
     timestamps_round_trip,
     text_survives_unchanged,
+    status_changes_append_events,
+    a_unit_of_work_commits_all_or_nothing,
+    event_lists_filter_and_paginate,
+    events_are_read_in_log_order_after_a_position,
+    concurrent_writers_never_make_a_resuming_reader_skip,
+    pruning_removes_only_old_events,
+    commits_wake_readers,
 );

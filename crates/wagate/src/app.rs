@@ -11,7 +11,8 @@ use wagate_auth::Authenticator;
 use wagate_auth::jwt::{JwtConfig, JwtVerifier};
 use wagate_core::{ApiKeyId, ApiKeyRecord, Capabilities, OrgId};
 use wagate_engine::supervisor::{Supervisor, SupervisorConfig};
-use wagate_store::Store;
+use wagate_runtime::{EventConfig, EventHub};
+use wagate_store::prelude::*;
 
 use crate::config::Config;
 
@@ -63,10 +64,14 @@ impl Application {
                 None
             }
         };
-        let auth = Arc::new(Authenticator::new(Arc::clone(&store), jwt));
+        let auth = Arc::new(Authenticator::new(Arc::clone(&store) as _, jwt));
         let engines = crate::engines::build(config);
         let supervisor = Supervisor::new(Arc::clone(&store), engines, SupervisorConfig::default());
-        let state = AppState { store, auth, supervisor, metrics: Arc::new(Metrics::default()) };
+        let metrics = Arc::new(Metrics::default());
+        let events = EventHub::start(Arc::clone(&store), Arc::clone(&metrics), EventConfig::with_retention(config.event_retention))
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read the event log: {e}"))?;
+        let state = AppState { store, auth, supervisor, metrics, events };
 
         let listener = TcpListener::bind(&config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         let metrics_listener = match &config.metrics_listen {
@@ -115,8 +120,15 @@ impl Application {
                 }
             })
         });
+        let events = Arc::clone(&state.events);
         let router = wagate_api::router(state, HttpLimits::default());
         tracing::info!(addr = %listener.local_addr()?, "wagate listening");
+        // Open event streams never end by themselves: end them when shutdown begins, so that
+        // the graceful shutdown does not wait for them.
+        let shutdown = async move {
+            shutdown.await;
+            events.close();
+        };
         axum::serve(listener, router).with_graceful_shutdown(shutdown).await.context("HTTP server failed")?;
         tracing::info!("shutting down: stopping sessions");
         resume.abort();

@@ -101,6 +101,9 @@ pub struct Layer {
     /// Seconds one WhatsApp connection attempt may take [default: 20]
     #[arg(long)]
     pub wa_connect_timeout: Option<u64>,
+    /// How long events are kept, e.g. `7d`, `12h`, `30m` [default: 7d]
+    #[arg(long)]
+    pub event_retention: Option<String>,
 }
 
 impl std::str::FromStr for Secret {
@@ -130,6 +133,7 @@ impl Layer {
             wa_device_name: other.wa_device_name.or(self.wa_device_name),
             wa_max_connects: other.wa_max_connects.or(self.wa_max_connects),
             wa_connect_timeout: other.wa_connect_timeout.or(self.wa_connect_timeout),
+            event_retention: other.event_retention.or(self.event_retention),
         }
     }
 
@@ -165,6 +169,7 @@ impl Layer {
                 None => None,
                 Some(v) => Some(v.parse().ok().filter(|n| *n > 0).ok_or("WAGATE_WA_CONNECT_TIMEOUT must be a positive number of seconds")?),
             },
+            event_retention: var("WAGATE_EVENT_RETENTION"),
         })
     }
 
@@ -189,6 +194,8 @@ pub struct Config {
     pub log: String,
     pub log_format: LogFormat,
     pub whatsapp: WhatsappSettings,
+    /// How long events are kept (`WAGATE_EVENT_RETENTION`).
+    pub event_retention: std::time::Duration,
 }
 
 /// Settings of the real WhatsApp engine.
@@ -225,7 +232,15 @@ impl Config {
             max_concurrent_connects: l.wa_max_connects.unwrap_or(16).max(1),
             connect_timeout: std::time::Duration::from_secs(l.wa_connect_timeout.unwrap_or(20).max(1)),
         };
+        let event_retention = match l.event_retention.as_deref() {
+            None => wagate_runtime::EventConfig::DEFAULT_RETENTION,
+            Some(raw) => crate::cli::parse_duration(raw)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| format!("WAGATE_EVENT_RETENTION must be a duration such as 7d, 12h, 30m or 45s, not `{raw}`"))?,
+        };
         Ok(Config {
+            event_retention,
             listen: l.listen.unwrap_or_else(|| "127.0.0.1:8080".to_owned()),
             data_dir,
             database_url,
@@ -263,6 +278,7 @@ mod tests {
         assert_eq!(c.database_url.expose(), "sqlite://./wagate-data/wagate.db");
         assert_eq!(c.jwt_org_claim, "org_id");
         assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.event_retention.as_secs(), 7 * 86_400);
     }
 
     #[test]
@@ -282,6 +298,12 @@ mod tests {
         assert!(toml::from_str::<Layer>("listne = \"x\"").is_err());
         assert!(Layer::from_env(|k| (k == "WAGATE_LOG_FORMAT").then(|| "xml".to_owned())).is_err());
         assert!(Layer::from_env(|k| (k == "WAGATE_WA_MAX_CONNECTS").then(|| "0".to_owned())).is_err());
+        for bad in ["0s", "7 days", "-1d", "d"] {
+            let env = Layer::from_env(|k| (k == "WAGATE_EVENT_RETENTION").then(|| bad.to_owned())).unwrap();
+            assert!(Config::resolve(None, Layer::default(), env).is_err(), "{bad}");
+        }
+        let env = Layer::from_env(|k| (k == "WAGATE_EVENT_RETENTION").then(|| "12h".to_owned())).unwrap();
+        assert_eq!(Config::resolve(None, Layer::default(), env).unwrap().event_retention.as_secs(), 12 * 3600);
         let bad_version = Layer { wa_version: Some("2.3000".into()), ..Layer::default() };
         assert!(Config::resolve(None, bad_version, Layer::default()).is_err());
         assert_eq!(parse_wa_version("2.3000.1027934701"), Ok((2, 3000, 1_027_934_701)));

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use wagate::Application;
 use wagate::config::{Config, Layer, Secret};
 use wagate_core::{ApiKeyId, ApiKeyRecord, Capabilities, OrgId};
-use wagate_store::Store;
+use wagate_store::prelude::*;
 
 /// Which database a test app runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,6 +200,81 @@ impl TestApp {
             assert!(tokio::time::Instant::now() < deadline, "timed out waiting; last state: {s}");
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
+    }
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseMessage {
+    pub id: String,
+    pub event: String,
+    pub data: String,
+}
+
+impl SseMessage {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).expect("event data is JSON")
+    }
+}
+
+/// Reads an open `text/event-stream` answer event by event.
+pub struct SseReader {
+    res: reqwest::Response,
+    buf: String,
+    /// Comment lines (keep-alives) seen so far.
+    pub comments: usize,
+}
+
+impl SseReader {
+    /// Opens `GET path` as a stream (asserting 200 and the content type).
+    pub async fn open(app: &TestApp, path: &str, last_event_id: Option<&str>) -> SseReader {
+        let mut req = app.client.get(app.url(path)).bearer_auth(&app.key);
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        let res = req.send().await.expect("stream request sent");
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()["content-type"], "text/event-stream");
+        SseReader { res, buf: String::new(), comments: 0 }
+    }
+
+    /// The next event, or `None` when the stream ends; panics after `secs` without one.
+    pub async fn next(&mut self, secs: u64) -> Option<SseMessage> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (String::new(), String::new(), Vec::new());
+                for line in block.lines() {
+                    if line.starts_with(':') {
+                        self.comments += 1;
+                    } else if let Some(v) = line.strip_prefix("id: ").or_else(|| line.strip_prefix("id:")) {
+                        id = v.to_owned();
+                    } else if let Some(v) = line.strip_prefix("event: ").or_else(|| line.strip_prefix("event:")) {
+                        event = v.to_owned();
+                    } else if let Some(v) = line.strip_prefix("data: ").or_else(|| line.strip_prefix("data:")) {
+                        data.push(v.to_owned());
+                    }
+                }
+                if !data.is_empty() {
+                    return Some(SseMessage { id, event, data: data.join("\n") });
+                }
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.res.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("no event within {secs} s; buffered: {:?}", self.buf))
+                .expect("stream readable")?;
+            self.buf.push_str(std::str::from_utf8(&chunk).expect("UTF-8 stream"));
+        }
+    }
+
+    /// The next `n` events.
+    pub async fn take(&mut self, n: usize, secs: u64) -> Vec<SseMessage> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            out.push(self.next(secs).await.expect("the stream stays open"));
+        }
+        out
     }
 }
 

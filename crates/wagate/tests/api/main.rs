@@ -1,7 +1,9 @@
 //! API tests: each starts the real gateway on port 0 with a fresh database.
 
 mod auth;
+mod crash;
 mod emulator;
+mod events;
 mod helpers;
 mod sessions;
 mod tenancy;

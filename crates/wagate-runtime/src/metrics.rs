@@ -1,5 +1,6 @@
-//! Prometheus metrics: HTTP requests by route and status, sessions by status, webhook
-//! deliveries by outcome.
+//! Prometheus metrics: HTTP requests by route and status, sessions by status, events appended
+//! by type, open event streams, webhook deliveries by outcome. They live below the HTTP layer
+//! so that background workers count without depending on it.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -28,6 +29,11 @@ pub struct StatusLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabels {
+    pub event_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: String,
 }
@@ -42,6 +48,8 @@ pub struct Metrics {
     pub http_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub sessions: Family<StatusLabels, Gauge>,
     pub webhook_deliveries: Family<OutcomeLabels, Counter>,
+    pub events_appended: Family<TypeLabels, Counter>,
+    pub event_streams: Gauge,
 }
 
 impl Default for Metrics {
@@ -55,7 +63,11 @@ impl Default for Metrics {
         registry.register("http_request_duration_seconds", "HTTP request latency by route", http_duration.clone());
         registry.register("sessions", "Sessions by status", sessions.clone());
         registry.register("webhook_deliveries", "Webhook deliveries by outcome", webhook_deliveries.clone());
-        Self { registry, http_requests, http_duration, sessions, webhook_deliveries }
+        let events_appended = Family::<TypeLabels, Counter>::default();
+        let event_streams = Gauge::default();
+        registry.register("events_appended", "Events committed to the event log, by type", events_appended.clone());
+        registry.register("event_streams_open", "Open event streams (GET /api/v1/events:stream)", event_streams.clone());
+        Self { registry, http_requests, http_duration, sessions, webhook_deliveries, events_appended, event_streams }
     }
 }
 

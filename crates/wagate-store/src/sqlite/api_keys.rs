@@ -1,0 +1,95 @@
+//! Organizations and API keys on SQLite.
+
+use async_trait::async_trait;
+use sqlx::sqlite::SqliteArguments;
+use sqlx::query::Query;
+use sqlx::{Sqlite, SqliteConnection};
+use wagate_core::{ApiKeyId, ApiKeyRecord, OrgId, Timestamp};
+
+use super::SqliteStore;
+use crate::rows::ApiKeyRow;
+use crate::sql::{self, db_err};
+use crate::{ApiKeyStore, Result};
+
+fn bind_api_key<'q>(query: Query<'q, Sqlite, SqliteArguments>, key: &'q ApiKeyRecord) -> Query<'q, Sqlite, SqliteArguments> {
+    query
+        .bind(key.id.as_str())
+        .bind(key.org.as_str())
+        .bind(key.name.as_str())
+        .bind(key.capabilities.to_list())
+        .bind(&key.hash[..])
+        .bind(key.created_at)
+        .bind(key.expires_at)
+        .bind(key.revoked_at)
+        .bind(key.last_used_at)
+}
+
+pub(super) async fn ensure_org(conn: &mut SqliteConnection, org: &OrgId, at: Timestamp) -> Result<()> {
+    sqlx::query(sql::ENSURE_ORG).bind(org.as_str()).bind(at).execute(conn).await.map_err(db_err)?;
+    Ok(())
+}
+
+async fn insert_key(conn: &mut SqliteConnection, key: &ApiKeyRecord) -> Result<()> {
+    ensure_org(conn, &key.org, key.created_at).await?;
+    bind_api_key(sqlx::query(sql::INSERT_API_KEY), key).execute(conn).await.map_err(db_err)?;
+    Ok(())
+}
+
+#[async_trait]
+impl ApiKeyStore for SqliteStore {
+    async fn ensure_org(&self, org: &OrgId) -> Result<()> {
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        ensure_org(&mut conn, org, wagate_core::now()).await
+    }
+
+    async fn bootstrap(&self, key: &ApiKeyRecord) -> Result<bool> {
+        // `BEGIN IMMEDIATE` takes the write lock up front, so two bootstraps cannot both read
+        // an empty database (a deferred transaction would fail to upgrade instead of waiting).
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        let taken: bool = sqlx::query_scalar(sql::ANY_ORG_OR_KEY).fetch_one(&mut *tx).await.map_err(db_err)?;
+        if taken {
+            tx.rollback().await.map_err(db_err)?;
+            return Ok(false);
+        }
+        insert_key(&mut tx, key).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
+    }
+
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        insert_key(&mut tx, key).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn find_api_key_by_hash(&self, hash: &[u8; 32]) -> Result<Option<ApiKeyRecord>> {
+        sqlx::query_as::<_, ApiKeyRow>(sql::FIND_API_KEY_BY_HASH)
+            .bind(&hash[..])
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?
+            .map(ApiKeyRow::into_record)
+            .transpose()
+    }
+
+    async fn list_api_keys(&self, org: &OrgId) -> Result<Vec<ApiKeyRecord>> {
+        sqlx::query_as::<_, ApiKeyRow>(sql::LIST_API_KEYS)
+            .bind(org.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .map(ApiKeyRow::into_record)
+            .collect()
+    }
+
+    async fn revoke_api_key(&self, id: &ApiKeyId, at: Timestamp) -> Result<bool> {
+        let done = sqlx::query(sql::REVOKE_API_KEY).bind(id.as_str()).bind(at).execute(&self.pool).await.map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn touch_api_key(&self, id: &ApiKeyId, at: Timestamp) -> Result<()> {
+        sqlx::query(sql::TOUCH_API_KEY).bind(id.as_str()).bind(at).execute(&self.pool).await.map_err(db_err)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,95 @@
+//! The event log on SQLite. SQLite has one writer at a time, so positions (`seq`, an
+//! `AUTOINCREMENT` key assigned inside the write transaction) are in commit order.
+
+use async_trait::async_trait;
+use sqlx::SqliteConnection;
+use wagate_core::{Event, EventId, NewEvent, OrgId, Timestamp};
+
+use super::SqliteStore;
+use crate::rows::EventRow;
+use crate::sql::{self, db_err};
+use crate::{EventFilter, EventStore, Page, PageRequest, Result, page_size};
+
+const ORG_EVENTS: (&str, &str) = sql::org_events!("type IN (SELECT value FROM json_each($3))");
+
+pub(super) async fn insert(conn: &mut SqliteConnection, event: &NewEvent) -> Result<Event> {
+    sqlx::query_as::<_, EventRow>(sql::INSERT_EVENT)
+        .bind(event.id.as_str())
+        .bind(event.org.as_str())
+        .bind(event.session.as_ref().map(|s| s.as_str()))
+        .bind(event.kind.as_str())
+        .bind(event.data.get())
+        .bind(event.created_at)
+        .fetch_one(conn)
+        .await
+        .map_err(db_err)?
+        .into_event()
+}
+
+fn into_events(rows: Vec<EventRow>) -> Result<Vec<Event>> {
+    rows.into_iter().map(EventRow::into_event).collect()
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn list_events(&self, org: &OrgId, filter: &EventFilter, page: PageRequest<'_, EventId>) -> Result<Page<Event, EventId>> {
+        let size = page_size(page.size);
+        let rows = sqlx::query_as::<_, EventRow>(ORG_EVENTS.0)
+            .bind(org.as_str())
+            .bind(filter.session.as_ref().map(|s| s.as_str()))
+            .bind(filter.types_json())
+            .bind(page.after.map(|id| id.as_str()))
+            .bind(i64::from(size) + 1)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(Page::from_overfetched(into_events(rows)?, size, |e| &e.id))
+    }
+
+    async fn get_event(&self, org: &OrgId, id: &EventId) -> Result<Option<Event>> {
+        sqlx::query_as::<_, EventRow>(sql::GET_EVENT)
+            .bind(org.as_str())
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?
+            .map(EventRow::into_event)
+            .transpose()
+    }
+
+    async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<Event>> {
+        let rows = sqlx::query_as::<_, EventRow>(sql::EVENTS_AFTER)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        into_events(rows)
+    }
+
+    async fn org_events_after(&self, org: &OrgId, filter: &EventFilter, after: i64, limit: u32) -> Result<Vec<Event>> {
+        let rows = sqlx::query_as::<_, EventRow>(ORG_EVENTS.1)
+            .bind(org.as_str())
+            .bind(filter.session.as_ref().map(|s| s.as_str()))
+            .bind(filter.types_json())
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        into_events(rows)
+    }
+
+    async fn last_event_seq(&self) -> Result<i64> {
+        sqlx::query_scalar(sql::LAST_EVENT_SEQ).fetch_one(&self.pool).await.map_err(db_err)
+    }
+
+    async fn prune_events(&self, before: Timestamp, limit: u32) -> Result<u64> {
+        let done = sqlx::query(sql::PRUNE_EVENTS).bind(before).bind(i64::from(limit)).execute(&self.pool).await.map_err(db_err)?;
+        Ok(done.rows_affected())
+    }
+
+    fn event_commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.commits.subscribe()
+    }
+}
