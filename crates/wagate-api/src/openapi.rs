@@ -43,6 +43,16 @@ impl Modify for CommonResponses {
                     .build(),
             )
         };
+        // `POST /api/v1/sessions` takes an empty body as `{}`.
+        if let Some(body) = openapi
+            .paths
+            .paths
+            .get_mut("/api/v1/sessions")
+            .and_then(|item| item.post.as_mut())
+            .and_then(|op| op.request_body.as_mut())
+        {
+            body.required = Some(utoipa::openapi::Required::False);
+        }
         for item in openapi.paths.paths.values_mut() {
             let ops = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
             for op in ops.into_iter().flatten() {
@@ -96,3 +106,4 @@ pub fn document_json() -> &'static str {
     static DOC: OnceLock<String> = OnceLock::new();
     DOC.get_or_init(|| ApiDoc::openapi().to_pretty_json().expect("the OpenAPI document serializes"))
 }
+

@@ -200,7 +200,7 @@ fn validate_device_name(device_name: &str) -> ApiResult<String> {
 /// a `whatsapp` session then waits for pairing (`GET .../qr` or `:requestPairingCode`).
 /// The body is optional: an empty body means all defaults, exactly like `{}`.
 #[utoipa::path(post, path = "/api/v1/sessions", tag = "sessions",
-    request_body(content = Option<CreateSessionRequest>, description = "Optional; empty means `{}` (all defaults)."),
+    request_body(content = CreateSessionRequest, description = "Optional: an empty body means `{}` (all defaults)."),
     responses((status = 201, body = SessionView), (status = 400, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope, description = "duplicate name")),
     security(("bearer" = [])))]
 pub async fn create(State(state): State<AppState>, auth: Auth, ApiJson(req): ApiJson<CreateSessionRequest>) -> ApiResult<Response> {
@@ -405,9 +405,8 @@ pub async fn request_pairing_code(state: &AppState, auth: &Auth, id: &str, body:
 #[utoipa::path(get, path = "/api/v1/sessions/{session}/qr", tag = "pairing",
     params(("session" = String, Path, description = "Session id"),
            ("format" = Option<String>, Query, description = "`json` (default), `png` or `svg`")),
-    responses((status = 200, body = QrView, content_type = "application/json"),
-              (status = 200, description = "PNG image", content_type = "image/png"),
-              (status = 200, description = "SVG image", content_type = "image/svg+xml"),
+    responses((status = 200, description = "The current QR code: JSON (default), a PNG image or an SVG image",
+               content((QrView = "application/json"), (String = "image/png"), (String = "image/svg+xml"))),
               (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope, description = "paired or not started"),
               (status = 502, body = ErrorEnvelope, description = "not connected to WhatsApp (the session is reconnecting)")),
     security(("bearer" = [])))]

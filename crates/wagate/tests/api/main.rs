@@ -2,6 +2,7 @@
 
 mod auth;
 mod emulator;
+mod hardening;
 mod helpers;
 mod sessions;
 mod tenancy;
