@@ -24,6 +24,8 @@ pub enum ErrorCode {
     Internal,
     NotImplemented,
     UpstreamUnavailable,
+    /// The request took longer than the gateway's request timeout (HTTP 504).
+    Timeout,
 }
 
 impl ErrorCode {
@@ -40,6 +42,7 @@ impl ErrorCode {
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             ErrorCode::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -56,6 +59,7 @@ impl ErrorCode {
             429 => ErrorCode::RateLimited,
             501 => ErrorCode::NotImplemented,
             502 => ErrorCode::UpstreamUnavailable,
+            408 | 504 => ErrorCode::Timeout,
             _ => ErrorCode::Internal,
         }
     }
@@ -68,6 +72,8 @@ pub struct ApiError {
     pub message: String,
     pub details: Map<String, Value>,
     retry_after: Option<u64>,
+    /// The `Allow` header of a 405.
+    allow: Option<String>,
 }
 
 /// The envelope as documented in the OpenAPI document.
@@ -89,7 +95,7 @@ pub struct ErrorBody {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), details: Map::new(), retry_after: None }
+        Self { code, message: message.into(), details: Map::new(), retry_after: None, allow: None }
     }
 
     pub fn with_detail(mut self, key: &str, value: impl Into<Value>) -> Self {
@@ -124,6 +130,18 @@ impl ApiError {
         Self::new(ErrorCode::NotFound, message)
     }
 
+    /// 405 with the exact `Allow` header (also named in `details.allow`).
+    pub fn method_not_allowed(allow: &str) -> Self {
+        let mut e = Self::new(ErrorCode::MethodNotAllowed, "method not allowed").with_detail("allow", allow);
+        e.allow = Some(allow.to_owned());
+        e
+    }
+
+    /// `validation_error` with a message of its own (the client's terms), naming the field.
+    pub fn invalid(field: &str, message: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ValidationError, message).with_detail("field", field).with_detail("reason", reason.into())
+    }
+
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Conflict, message)
     }
@@ -150,6 +168,9 @@ impl IntoResponse for ApiError {
         let mut res = (self.code.status(), axum::Json(self.body())).into_response();
         if let Some(secs) = self.retry_after {
             res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(allow) = self.allow.as_deref().and_then(|a| HeaderValue::from_str(a).ok()) {
+            res.headers_mut().insert(header::ALLOW, allow);
         }
         res
     }

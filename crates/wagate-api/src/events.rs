@@ -89,7 +89,7 @@ fn filter(query: &RawQuery) -> ApiResult<EventFilter> {
     params(
         ("sessionId" = Option<String>, Query, description = "Only this session's events"),
         ("types" = Option<String>, Query, description = "Comma-separated event types, e.g. `session.status,message.received`"),
-        ("pageSize" = Option<u32>, Query, minimum = 1, description = "Default 50; above 500 means 500"),
+        ("pageSize" = Option<u32>, Query, minimum = 1, maximum = 500, description = "1 to 500, default 50"),
         ("pageToken" = Option<String>, Query, description = "`nextPageToken` of the previous page"),
     ),
     responses(

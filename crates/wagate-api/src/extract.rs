@@ -39,37 +39,104 @@ where
 }
 
 /// Deserializes `bytes` (empty = `{}`) and turns a failure into a `validation_error`
-/// whose `details.field` is the path of the offending field.
+/// whose `details.field` is the path of the offending field and whose message says what the
+/// client sent wrong in JSON terms (never a Rust type name).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
-    de.end().map_err(|e| ApiError::validation("body", format!("malformed JSON: {e}")))?;
+    de.end().map_err(|e| malformed(&e))?;
     Ok(value)
+}
+
+fn malformed(e: &serde_json::Error) -> ApiError {
+    let what = strip_position(&e.to_string());
+    ApiError::invalid(
+        "body",
+        format!("the request body is not valid JSON ({what} at line {}, column {})", e.line(), e.column()),
+        "malformed JSON",
+    )
+}
+
+fn strip_position(m: &str) -> String {
+    m.split(" at line ").next().unwrap_or(m).to_owned()
+}
+
+/// The text between the first pair of backticks.
+fn backticked(msg: &str) -> Option<&str> {
+    msg.split('`').nth(1)
+}
+
+/// serde's "expected ..." phrase in JSON terms: `struct Foo`/`a map` → "an object", `u32` →
+/// "a non-negative integer", and so on.
+fn json_kind(expected: &str) -> String {
+    let e = expected.trim();
+    let kind = if e.starts_with("struct ") || e.starts_with("a map") || e == "map" {
+        "an object"
+    } else if e.starts_with("a sequence") || e.starts_with("tuple") || e == "sequence" {
+        "an array"
+    } else if e.contains("string") || e == "a character" {
+        "a string"
+    } else if e.contains("bool") {
+        "a boolean"
+    } else if e.starts_with('u') && e[1..].chars().all(|c| c.is_ascii_digit()) {
+        "a non-negative integer"
+    } else if e.starts_with('i') && e[1..].chars().all(|c| c.is_ascii_digit()) {
+        "an integer"
+    } else if e.starts_with('f') && e[1..].chars().all(|c| c.is_ascii_digit()) {
+        "a number"
+    } else if e.contains("unit") {
+        "null"
+    } else if e.starts_with("enum ") {
+        "one of the documented values"
+    } else {
+        return e.to_owned();
+    };
+    kind.to_owned()
 }
 
 fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     let path = err.path().to_string();
     let inner = err.into_inner();
     if inner.is_syntax() || inner.is_eof() || inner.is_io() {
-        return ApiError::validation("body", format!("malformed JSON: {inner}"));
+        return malformed(&inner);
     }
-    let msg = inner.to_string();
-    // serde's messages name the field in backticks for unknown and missing fields.
-    let backticked = msg.split('`').nth(1).map(str::to_owned);
-    let join = |leaf: &str| if path == "." || path.is_empty() { leaf.to_owned() } else { format!("{path}.{leaf}") };
-    let strip_position = |m: &str| m.split(" at line ").next().unwrap_or(m).to_owned();
-    if let (true, Some(field)) = (msg.starts_with("unknown field"), &backticked) {
+    let msg = strip_position(&inner.to_string());
+    let at_root = path == "." || path.is_empty();
+    let join = |leaf: &str| if at_root { leaf.to_owned() } else { format!("{path}.{leaf}") };
+    if let (true, Some(field)) = (msg.starts_with("unknown field"), backticked(&msg)) {
         // The path already ends at the unknown key.
-        let full = if path.ends_with(field.as_str()) { path.clone() } else { join(field) };
-        return ApiError::validation(&full, "unknown field");
+        let full = if path.ends_with(field) { path.clone() } else { join(field) };
+        return ApiError::invalid(&full, format!("unknown field `{full}`"), "unknown field");
     }
-    if let (true, Some(field)) = (msg.starts_with("missing field"), &backticked) {
-        return ApiError::validation(&join(field), "is required");
+    if let (true, Some(field)) = (msg.starts_with("missing field"), backticked(&msg)) {
+        let full = join(field);
+        return ApiError::invalid(&full, format!("`{full}` is required"), "is required");
     }
     // A body that is not an object at all (e.g. an array) is reported on `body`.
-    let field = if path == "." || path.is_empty() || path.starts_with('[') { "body".to_owned() } else { path };
-    ApiError::validation(&field, strip_position(&msg))
+    if at_root || path.starts_with('[') {
+        return ApiError::invalid("body", "the request body must be a JSON object", "must be a JSON object");
+    }
+    let reason = if let Some(rest) = msg.strip_prefix("unknown variant ") {
+        // "unknown variant `x`, expected `a` or `b`" / "expected one of `a`, `b`, `c`"
+        match rest.split_once(", expected ") {
+            Some((_, allowed)) => format!("must be {allowed}"),
+            None => "is not an accepted value".to_owned(),
+        }
+    } else if msg.starts_with("invalid type") || msg.starts_with("invalid value") {
+        // "invalid type: integer `1`, expected a string"
+        match msg.split_once(", expected ") {
+            Some((_, expected)) => format!("must be {}", json_kind(expected)),
+            None => "has the wrong type".to_owned(),
+        }
+    } else if msg.starts_with("invalid length") {
+        // An array where an object was expected is read as its fields in order.
+        if msg.contains("expected struct") { "must be an object" } else { "has the wrong number of elements" }.to_owned()
+    } else {
+        // Messages of our own `Deserialize` impls are written for clients already.
+        msg
+    };
+    ApiError::invalid(&path, format!("`{path}` {reason}"), reason)
 }
 
 /// The query string as raw pairs; handlers validate each parameter by name.
@@ -91,12 +158,12 @@ impl<S: Send + Sync> FromRequestParts<S> for RawQuery {
     }
 }
 
-/// `pageSize` of a list: default 50, at least 1; above 500 means 500.
+/// `pageSize` of a list: 1 to 500, default 50.
 pub fn page_size(query: &RawQuery) -> ApiResult<u32> {
     match query.get("pageSize") {
         None | Some("") => Ok(50),
         Some(raw) => match raw.parse::<u32>() {
-            Ok(n) if n >= 1 => Ok(n.min(500)),
+            Ok(n @ 1..=500) => Ok(n),
             _ => Err(ApiError::validation("pageSize", "must be an integer from 1 to 500")),
         },
     }
@@ -161,6 +228,27 @@ mod tests {
         assert_eq!(field(parse_json(br#"{"phone":"#)), "body");
         assert_eq!(field(parse_json(br#"{"phone":"1"} x"#)), "body");
         assert_eq!(field(parse_json(br#"[1]"#)), "body");
+    }
+
+    fn message(r: Result<Body, ApiError>) -> String {
+        r.unwrap_err().message
+    }
+
+    #[test]
+    fn messages_speak_json_not_rust() {
+        assert_eq!(message(parse_json(br#"[1]"#)), "the request body must be a JSON object");
+        assert_eq!(message(parse_json(br#""x""#)), "the request body must be a JSON object");
+        assert_eq!(message(parse_json(br#"{"phone":1}"#)), "`phone` must be a string");
+        assert_eq!(message(parse_json(br#"{"phone":"1","extra":1}"#)), "unknown field `extra`");
+        assert_eq!(message(parse_json(br#"{}"#)), "`phone` is required");
+        assert_eq!(message(parse_json(br#"{"phone":"1","inner":{"n":"x"}}"#)), "`inner.n` must be a non-negative integer");
+        assert_eq!(message(parse_json(br#"{"phone":"1","inner":{"n":-1}}"#)), "`inner.n` must be a non-negative integer");
+        assert_eq!(message(parse_json(br#"{"phone":"1","inner":[]}"#)), "`inner` must be an object");
+        assert!(message(parse_json(br#"{"phone":"#)).starts_with("the request body is not valid JSON"));
+        for bad in [&br#"[1]"#[..], br#"{"phone":1}"#, br#"{"phone":"1","inner":{"n":"x"}}"#, br#"{"phone":"1","inner":[]}"#] {
+            let m = message(parse_json(bad));
+            assert!(!m.contains("struct") && !m.contains("u32") && !m.contains("Body"), "{m}");
+        }
     }
 
     #[test]

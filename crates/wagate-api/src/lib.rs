@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
@@ -19,6 +19,7 @@ use tower_http::LatencyUnit;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+pub mod custom;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -41,7 +42,7 @@ pub use state::AppState;
 pub struct HttpLimits {
     /// Largest accepted request body (64 KiB by default; media routes will raise it).
     pub body_bytes: usize,
-    /// Longest a request may take before it is answered with an error.
+    /// Longest a request may take before it is answered 504 `timeout`.
     pub request_timeout: Duration,
 }
 
@@ -53,16 +54,12 @@ impl Default for HttpLimits {
 
 /// The whole HTTP application.
 pub fn router(state: AppState, limits: HttpLimits) -> Router {
-    let request_id = HeaderName::from_static("x-request-id");
     let api = Router::new()
         .route("/api/v1/sessions", post(sessions::create).get(sessions::list))
-        .route(
-            "/api/v1/sessions/{segment}",
-            get(sessions::resource).patch(sessions::resource).delete(sessions::resource).post(sessions::custom),
-        )
+        .route("/api/v1/sessions/{segment}", any(sessions::segment))
         .route("/api/v1/sessions/{session}/qr", get(sessions::qr))
         .route("/api/v1/sessions/{session}/me", get(sessions::me))
-        .route("/api/v1/sessions/{session}/{action}", post(sandbox::dispatch))
+        .route("/api/v1/sessions/{session}/{action}", any(sandbox::dispatch))
         .route("/api/v1/events", get(events::list))
         .route("/api/v1/events:stream", get(events::stream))
         .route("/api/v1/events/{event}", get(events::get))
@@ -76,6 +73,13 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .method_not_allowed_fallback(|| async { StatusCode::METHOD_NOT_ALLOWED })
         .with_state(state.clone());
 
+    with_common_layers(api, Arc::clone(&state.metrics), limits)
+}
+
+/// The layers every route gets: body limit, request ids (sanitised), tracing, metrics, the error
+/// envelope, panics as 500 and the request timeout as 504 `timeout`.
+pub fn with_common_layers(api: Router, metrics: Arc<Metrics>, limits: HttpLimits) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
     let trace = TraceLayer::new_for_http()
         .make_span_with(|req: &axum::http::Request<_>| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
@@ -88,12 +92,40 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
     api.layer(DefaultBodyLimit::max(limits.body_bytes))
         .layer(
             ServiceBuilder::new()
+                .layer(axum::middleware::map_request(middleware::sanitize_request_id))
                 .layer(SetRequestIdLayer::new(request_id.clone(), middleware::UlidRequestId))
                 .layer(trace)
                 .layer(PropagateRequestIdLayer::new(request_id))
-                .layer(axum::middleware::from_fn_with_state(Arc::clone(&state.metrics), middleware::record_metrics))
+                .layer(axum::middleware::from_fn_with_state(metrics, middleware::record_metrics))
                 .layer(axum::middleware::from_fn(middleware::envelope_errors))
                 .layer(CatchPanicLayer::custom(middleware::panic_response))
-                .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, limits.request_timeout)),
+                .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, limits.request_timeout)),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt as _;
+
+    #[tokio::test]
+    async fn a_request_over_the_timeout_is_504_timeout_in_the_envelope() {
+        let slow = Router::new().route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                "never"
+            }),
+        );
+        let limits = HttpLimits { request_timeout: Duration::from_millis(50), ..HttpLimits::default() };
+        let app = with_common_layers(slow, Arc::new(Metrics::default()), limits);
+        let res = app.oneshot(Request::get("/slow").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "timeout", "{body}");
+        assert_eq!(body["error"]["message"], "request timed out", "{body}");
+    }
 }

@@ -14,7 +14,31 @@ use tower_http::request_id::{MakeRequestId, RequestId};
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::{HttpLabels, Metrics, RouteLabels};
 
-/// Request ids are ULIDs (sortable, unique), unless the client sent an `x-request-id`.
+/// The longest client-sent request id that is kept.
+pub const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// Whether a client's `x-request-id` is kept: 1 to 64 characters of `[A-Za-z0-9._-]`, so it
+/// can neither inject log fields nor bloat logs.
+pub fn acceptable_request_id(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID_LEN).contains(&id.len()) && id.iter().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(b))
+}
+
+/// Drops a client's `x-request-id` unless it is exactly one acceptable id; a new one is then
+/// generated (runs before `SetRequestIdLayer`).
+pub async fn sanitize_request_id(mut req: Request) -> Request {
+    let mut ids = req.headers().get_all("x-request-id").iter();
+    let keep = match (ids.next(), ids.next()) {
+        (Some(id), None) => acceptable_request_id(id.as_bytes()),
+        (None, _) => true,
+        _ => false,
+    };
+    if !keep {
+        req.headers_mut().remove("x-request-id");
+    }
+    req
+}
+
+/// Request ids are ULIDs (sortable, unique), unless the client sent an acceptable `x-request-id`.
 #[derive(Clone, Copy, Default)]
 pub struct UlidRequestId;
 
@@ -56,7 +80,7 @@ pub async fn envelope_errors(req: Request, next: Next) -> Response {
         StatusCode::NOT_FOUND => "route not found",
         StatusCode::METHOD_NOT_ALLOWED => "method not allowed",
         StatusCode::PAYLOAD_TOO_LARGE => "request body is too large",
-        StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => "request timed out",
+        StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => "request timed out",
         s if s.is_client_error() => "bad request",
         _ => "internal error",
     };
@@ -74,4 +98,20 @@ pub async fn envelope_errors(req: Request, next: Next) -> Response {
 pub fn panic_response(_err: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
     ApiError::new(ErrorCode::Internal, "internal error").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_short_safe_request_ids_are_kept() {
+        assert!(acceptable_request_id(b"abc-123_X.y"));
+        assert!(acceptable_request_id(&[b'a'; 64]));
+        assert!(!acceptable_request_id(&[b'a'; 65]));
+        assert!(!acceptable_request_id(b""));
+        assert!(!acceptable_request_id(b"a b"));
+        assert!(!acceptable_request_id(b"a\" level=error"));
+        assert!(!acceptable_request_id("é".as_bytes()));
+    }
 }

@@ -3,6 +3,8 @@
 use std::sync::OnceLock;
 
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{Ref, RefOr, ResponseBuilder};
+use utoipa::openapi::content::ContentBuilder;
 use utoipa::{Modify, OpenApi};
 
 use crate::{error, events, ops, sandbox, sessions, wawp};
@@ -23,13 +25,60 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Answers every authenticated operation can give whatever it does: 401 (no or bad credential),
+/// 403 (a credential without the capability), 504 (the request timeout); and, for operations with
+/// a body, 400 (malformed JSON) and 413 (body over the limit).
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let envelope = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new().schema(Some(RefOr::Ref(Ref::from_schema_name("ErrorEnvelope")))).build(),
+                    )
+                    .build(),
+            )
+        };
+        // `POST /api/v1/sessions` takes an empty body as `{}`.
+        if let Some(body) = openapi
+            .paths
+            .paths
+            .get_mut("/api/v1/sessions")
+            .and_then(|item| item.post.as_mut())
+            .and_then(|op| op.request_body.as_mut())
+        {
+            body.required = Some(utoipa::openapi::Required::False);
+        }
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for op in ops.into_iter().flatten() {
+                let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                let mut add = |status: &str, description: &str| {
+                    op.responses.responses.entry(status.to_owned()).or_insert_with(|| envelope(description));
+                };
+                if secured {
+                    add("401", "`unauthorized`: no credential, or a malformed, expired, revoked or unknown one");
+                    add("403", "`forbidden`: the credential lacks the capability this operation needs");
+                }
+                if op.request_body.is_some() {
+                    add("400", "`validation_error`: malformed JSON, a missing, malformed or unknown field");
+                    add("413", "`payload_too_large`: the body is over the limit");
+                }
+                add("504", "`timeout`: the request took longer than the gateway's request timeout");
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "wagate",
-        description = "Self-hosted, multi-tenant WhatsApp gateway. Every error answer has the body \
-                       `{\"error\": {\"code\", \"message\", \"details\"}}`; another organization's resource is \
-                       `not_found`, exactly like an unknown one.",
+        description = include_str!("openapi_description.md"),
         license(name = "AGPL-3.0-or-later", identifier = "AGPL-3.0-or-later")
     ),
     paths(
@@ -42,7 +91,7 @@ impl Modify for BearerAuth {
         ops::healthz, ops::readyz, ops::metrics, ops::openapi_json, ops::docs,
     ),
     components(schemas(error::ErrorEnvelope, error::ErrorBody, error::ErrorCode)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonResponses),
     tags(
         (name = "sessions", description = "A session is one attached (or to-be-attached) WhatsApp number, scoped to an organization."),
         (name = "pairing", description = "Attach a number by QR code or by phone pairing code."),
@@ -59,3 +108,4 @@ pub fn document_json() -> &'static str {
     static DOC: OnceLock<String> = OnceLock::new();
     DOC.get_or_init(|| ApiDoc::openapi().to_pretty_json().expect("the OpenAPI document serializes"))
 }
+

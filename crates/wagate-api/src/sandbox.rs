@@ -2,12 +2,16 @@
 //! These routes exist only for `sandbox` sessions (404 for any other).
 
 use axum::Json;
+use std::sync::LazyLock;
+
 use axum::extract::{Path, State};
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use wagate_core::{Capability, EngineKind};
 use wagate_engine::sandbox::SandboxControl;
 
+use crate::custom::{Call, Methods, split_segment};
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::parse_json;
 use crate::sessions::{SessionView, parse_phone};
@@ -16,8 +20,8 @@ use crate::state::{AppState, Auth};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ScanQrRequest {
-    /// The simulated phone's number: international format, digits only.
-    #[schema(example = "628123456789")]
+    /// The simulated phone's number: international format, digits only, 8 to 15 digits.
+    #[schema(example = "628123456789", pattern = r"^[1-9][0-9]{7,14}$")]
     pub phone_number: String,
     pub push_name: Option<String>,
     /// Default `android`.
@@ -42,7 +46,7 @@ struct EmptyBody {}
     params(("session" = String, Path, description = "Session id (a sandbox session)")),
     request_body = ScanQrRequest,
     responses((status = 200, body = SessionView), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
-              (status = 409, body = ErrorEnvelope, description = "no current QR code")),
+              (status = 409, body = ErrorEnvelope, description = "already paired, or no current QR code")),
     security(("bearer" = [])))]
 pub async fn scan_qr(state: &AppState, auth: &Auth, id: &str, body: &[u8]) -> ApiResult<Response> {
     run(state, auth, id, body, |req: ScanQrRequest| async move {
@@ -114,8 +118,15 @@ where
         // The phone scans what the screen shows: wait for the first QR of a session that just started.
         state.supervisor.current_qr(&session).await?;
     }
+    let already_paired = || ApiError::conflict("session is already paired; nothing to scan");
+    if matches!(action, Action::ScanQr { .. }) && session.identity.is_some() {
+        return Err(already_paired());
+    }
     match action {
-        Action::ScanQr { phone, push_name, platform } => control.scan_qr(phone, push_name, platform).await?,
+        Action::ScanQr { phone, push_name, platform } => match control.scan_qr(phone, push_name, platform).await {
+            Err(wagate_engine::EngineError::AlreadyPaired) => return Err(already_paired()),
+            other => other?,
+        },
         Action::EnterCode(code) => control.enter_pairing_code(&code).await?,
         Action::Disconnect => control.disconnect().await?,
         Action::Unlink => control.unlink().await?,
@@ -124,22 +135,30 @@ where
     Ok(Json(SessionView::from(&session)).into_response())
 }
 
-/// POST `/api/v1/sessions/{session}/{action}`: the sandbox custom methods.
+/// The sandbox custom methods, on the `sandbox` sub-resource of a session.
+fn methods() -> &'static Methods {
+    static METHODS: LazyLock<Methods> = LazyLock::new(|| {
+        Methods::new()
+            .verb("scanQr", Method::POST, |c: Call| async move { scan_qr(&c.state, &c.auth, &c.id, &c.body).await })
+            .verb("enterPairingCode", Method::POST, |c: Call| async move {
+                enter_pairing_code(&c.state, &c.auth, &c.id, &c.body).await
+            })
+            .verb("disconnect", Method::POST, |c: Call| async move { disconnect(&c.state, &c.auth, &c.id, &c.body).await })
+            .verb("unlink", Method::POST, |c: Call| async move { unlink(&c.state, &c.auth, &c.id, &c.body).await })
+    });
+    &METHODS
+}
+
+/// Any method on `/api/v1/sessions/{session}/{action}`: `sandbox:<verb>`, or 404.
 pub async fn dispatch(
     State(state): State<AppState>,
+    method: Method,
     Path((id, action)): Path<(String, String)>,
     auth: Result<Auth, ApiError>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    let known = ["sandbox:scanQr", "sandbox:enterPairingCode", "sandbox:disconnect", "sandbox:unlink"];
-    if !known.contains(&action.as_str()) {
-        return Err(ApiError::not_found("route not found"));
-    }
-    let auth = auth?;
-    match action.as_str() {
-        "sandbox:scanQr" => scan_qr(&state, &auth, &id, &body).await,
-        "sandbox:enterPairingCode" => enter_pairing_code(&state, &auth, &id, &body).await,
-        "sandbox:disconnect" => disconnect(&state, &auth, &id, &body).await,
-        _ => unlink(&state, &auth, &id, &body).await,
+    match split_segment(&action) {
+        ("sandbox", Some(verb)) => methods().dispatch(state, &method, &id, Some(verb), auth, body).await,
+        _ => Err(ApiError::not_found("route not found")),
     }
 }

@@ -2,7 +2,9 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use std::sync::LazyLock;
+
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use wagate_core::{
@@ -11,7 +13,8 @@ use wagate_core::{
 use wagate_store::{PageRequest, SessionSettings};
 
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
-use crate::extract::{ApiJson, RawQuery, decode_page_token, encode_page_token, page_size};
+use crate::custom::{Call, Methods, split_segment};
+use crate::extract::{ApiJson, RawQuery, decode_page_token, encode_page_token, page_size, parse_json};
 use crate::qr;
 use crate::state::{AppState, Auth};
 
@@ -73,31 +76,34 @@ fn view(s: &Session) -> Json<SessionView> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateSessionRequest {
-    /// Unique within the organization; 1 to 100 characters.
-    #[schema(example = "support-line")]
+    /// Unique within the organization; 1 to 100 characters, no control characters, no leading
+    /// or trailing white space.
+    #[schema(example = "support-line", min_length = 1, max_length = 100, pattern = r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$")]
     pub name: Option<String>,
     /// Default `whatsapp`.
     pub engine: Option<EngineKind>,
     /// Start connecting at once (default true).
     pub start: Option<bool>,
     /// The linked-device name shown on the phone (Linked devices); 1 to 50 characters, no
-    /// control characters. Absent or `null`: the gateway-wide default.
-    #[schema(example = "Front desk")]
+    /// control characters, no leading or trailing white space. Absent or `null`: the
+    /// gateway-wide default.
+    #[schema(example = "Front desk", min_length = 1, max_length = 50, pattern = r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$")]
     pub device_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PatchSessionRequest {
-    /// A new name; `null` removes it; absent leaves it unchanged.
+    /// A new name (1 to 100 characters, no control characters, no leading or trailing white
+    /// space); `null` removes it; absent leaves it unchanged.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 100, pattern = r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$")]
     pub name: Option<Option<String>>,
     /// A new linked-device name (1 to 50 characters, no control characters); `null` returns to
     /// the gateway-wide default; absent leaves it unchanged. Takes effect at the next pairing or
     /// start: a device that is already linked keeps the name the phone has shown since pairing.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, example = "Front desk")]
+    #[schema(value_type = Option<String>, example = "Front desk", min_length = 1, max_length = 50, pattern = r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$")]
     pub device_name: Option<Option<String>>,
 }
 
@@ -132,7 +138,7 @@ pub struct QrView {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PairingCodeRequest {
     /// International format, digits only, no leading `+`, 8 to 15 digits.
-    #[schema(example = "628123456789")]
+    #[schema(example = "628123456789", pattern = r"^[1-9][0-9]{7,14}$")]
     pub phone: String,
 }
 
@@ -190,8 +196,9 @@ fn validate_device_name(device_name: &str) -> ApiResult<String> {
 ///
 /// Creates a session in the caller's organization and, unless `start` is false, starts it:
 /// a `whatsapp` session then waits for pairing (`GET .../qr` or `:requestPairingCode`).
+/// The body is optional: an empty body means all defaults, exactly like `{}`.
 #[utoipa::path(post, path = "/api/v1/sessions", tag = "sessions",
-    request_body = CreateSessionRequest,
+    request_body(content = CreateSessionRequest, description = "Optional: an empty body means `{}` (all defaults)."),
     responses((status = 201, body = SessionView), (status = 400, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope, description = "duplicate name")),
     security(("bearer" = [])))]
 pub async fn create(State(state): State<AppState>, auth: Auth, ApiJson(req): ApiJson<CreateSessionRequest>) -> ApiResult<Response> {
@@ -222,7 +229,7 @@ pub async fn create(State(state): State<AppState>, auth: Auth, ApiJson(req): Api
 ///
 /// The organization's sessions, newest first.
 #[utoipa::path(get, path = "/api/v1/sessions", tag = "sessions",
-    params(("pageSize" = Option<u32>, Query, description = "1 to 500, default 50 (larger values are capped at 500)"),
+    params(("pageSize" = Option<u32>, Query, minimum = 1, maximum = 500, description = "1 to 500, default 50"),
            ("pageToken" = Option<String>, Query, description = "`nextPageToken` of the previous page")),
     responses((status = 200, body = SessionList), (status = 400, body = ErrorEnvelope)),
     security(("bearer" = [])))]
@@ -356,12 +363,13 @@ pub async fn logout(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Respon
     params(("session" = String, Path, description = "Session id")),
     request_body = PairingCodeRequest,
     responses((status = 200, body = PairingCodeView), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
-              (status = 409, body = ErrorEnvelope, description = "session not started"), (status = 429, body = ErrorEnvelope)),
+              (status = 409, body = ErrorEnvelope, description = "session not started"), (status = 429, body = ErrorEnvelope),
+              (status = 502, body = ErrorEnvelope, description = "not connected to WhatsApp (the session is reconnecting), or WhatsApp failed")),
     security(("bearer" = [])))]
 pub async fn request_pairing_code(state: &AppState, auth: &Auth, id: &str, body: &[u8]) -> ApiResult<Response> {
     let principal = auth.require(Capability::Manage)?;
     let session = state.session(principal, id).await?;
-    let req: PairingCodeRequest = crate::extract::parse_json(body)?;
+    let req: PairingCodeRequest = parse_json(body)?;
     let phone = parse_phone("phone", &req.phone)?;
     if session.identity.is_some() {
         return Err(ApiError::validation("phone", "session is already paired; log it out first"));
@@ -377,10 +385,10 @@ pub async fn request_pairing_code(state: &AppState, auth: &Auth, id: &str, body:
 #[utoipa::path(get, path = "/api/v1/sessions/{session}/qr", tag = "pairing",
     params(("session" = String, Path, description = "Session id"),
            ("format" = Option<String>, Query, description = "`json` (default), `png` or `svg`")),
-    responses((status = 200, body = QrView, content_type = "application/json"),
-              (status = 200, description = "PNG image", content_type = "image/png"),
-              (status = 200, description = "SVG image", content_type = "image/svg+xml"),
-              (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope, description = "paired or not started")),
+    responses((status = 200, description = "The current QR code: JSON (default), a PNG image or an SVG image",
+               content((QrView = "application/json"), (String = "image/png"), (String = "image/svg+xml"))),
+              (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope, description = "paired or not started"),
+              (status = 502, body = ErrorEnvelope, description = "not connected to WhatsApp (the session is reconnecting)")),
     security(("bearer" = [])))]
 pub async fn qr(State(state): State<AppState>, auth: Auth, Path(id): Path<String>, query: RawQuery, headers: HeaderMap) -> ApiResult<Response> {
     let principal = auth.require(Capability::Manage)?;
@@ -433,69 +441,55 @@ pub async fn me(State(state): State<AppState>, auth: Auth, Path(id): Path<String
 
 // ---- dispatch of `/api/v1/sessions/{segment}` (a session id, or `id:method`) ----
 
-const CUSTOM_METHODS: [&str; 5] = ["start", "stop", "restart", "logout", "requestPairingCode"];
-
-fn split_segment(segment: &str) -> (&str, Option<&str>) {
-    match segment.split_once(':') {
-        Some((id, method)) => (id, Some(method)),
-        None => (segment, None),
-    }
+/// The session resource's standard and custom methods.
+fn methods() -> &'static Methods {
+    static METHODS: LazyLock<Methods> = LazyLock::new(|| {
+        Methods::new()
+            .standard(Method::GET, |c: Call| async move { get(&c.state, &c.auth, &c.id).await })
+            .standard(Method::PATCH, |c: Call| async move {
+                let req: PatchSessionRequest = parse_json(&c.body)?;
+                patch(&c.state, &c.auth, &c.id, req).await
+            })
+            .standard(Method::DELETE, |c: Call| async move { delete(&c.state, &c.auth, &c.id).await })
+            .verb("start", Method::POST, |c: Call| async move {
+                no_body(&c.body)?;
+                start(&c.state, &c.auth, &c.id).await
+            })
+            .verb("stop", Method::POST, |c: Call| async move {
+                no_body(&c.body)?;
+                stop(&c.state, &c.auth, &c.id).await
+            })
+            .verb("restart", Method::POST, |c: Call| async move {
+                no_body(&c.body)?;
+                restart(&c.state, &c.auth, &c.id).await
+            })
+            .verb("logout", Method::POST, |c: Call| async move {
+                no_body(&c.body)?;
+                logout(&c.state, &c.auth, &c.id).await
+            })
+            .verb("requestPairingCode", Method::POST, |c: Call| async move {
+                request_pairing_code(&c.state, &c.auth, &c.id, &c.body).await
+            })
+    });
+    &METHODS
 }
 
-fn method_not_allowed(allow: &'static str) -> ApiError {
-    ApiError::new(crate::error::ErrorCode::MethodNotAllowed, "method not allowed").with_detail("allow", allow)
-}
-
-/// GET/PATCH/DELETE on `{segment}`: the resource itself.
-pub async fn resource(
+/// Any method on `/api/v1/sessions/{segment}`: the session itself or one of its custom methods.
+pub async fn segment(
     State(state): State<AppState>,
-    method: axum::http::Method,
+    method: Method,
     Path(segment): Path<String>,
     auth: Result<Auth, ApiError>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    let (id, custom) = split_segment(&segment);
-    if let Some(custom) = custom {
-        return Err(if CUSTOM_METHODS.contains(&custom) { method_not_allowed("POST") } else { ApiError::not_found("route not found") });
-    }
-    let auth = auth?;
-    match method {
-        axum::http::Method::GET => get(&state, &auth, id).await,
-        axum::http::Method::DELETE => delete(&state, &auth, id).await,
-        _ => {
-            let req: PatchSessionRequest = crate::extract::parse_json(&body)?;
-            patch(&state, &auth, id, req).await
-        }
-    }
+    let (id, verb) = split_segment(&segment);
+    methods().dispatch(state, &method, id, verb, auth, body).await
 }
 
-/// POST on `{segment}`: a custom method `{id}:{method}`.
-pub async fn custom(
-    State(state): State<AppState>,
-    Path(segment): Path<String>,
-    auth: Result<Auth, ApiError>,
-    body: axum::body::Bytes,
-) -> ApiResult<Response> {
-    let (id, Some(method)) = split_segment(&segment) else {
-        return Err(method_not_allowed("GET, PATCH, DELETE"));
-    };
-    if !CUSTOM_METHODS.contains(&method) {
-        return Err(ApiError::not_found(format!("unknown method `{method}`")));
-    }
-    let auth = auth?;
-    match method {
-        "start" | "stop" | "restart" | "logout" => {
-            // These take no body; anything but an empty object is a mistake worth reporting.
-            let _: EmptyBody = crate::extract::parse_json(&body)?;
-            match method {
-                "start" => start(&state, &auth, id).await,
-                "stop" => stop(&state, &auth, id).await,
-                "restart" => restart(&state, &auth, id).await,
-                _ => logout(&state, &auth, id).await,
-            }
-        }
-        _ => request_pairing_code(&state, &auth, id, &body).await,
-    }
+/// The body of a method that takes none: empty or `{}`; anything else is worth reporting.
+fn no_body(body: &[u8]) -> ApiResult<()> {
+    let _: EmptyBody = parse_json(body)?;
+    Ok(())
 }
 
 #[derive(Deserialize)]

@@ -47,9 +47,13 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
+        let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
+        let value = values.next();
+        if values.next().is_some() {
+            // Proxies disagree on which of several wins; accept none.
+            return Err(ApiError::unauthorized("more than one Authorization header"));
+        }
+        let value = value
             .ok_or_else(|| ApiError::unauthorized("missing credential: send Authorization: Bearer <token>"))?;
         let value = value.to_str().map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
         let (scheme, token) = value.split_once(' ').ok_or_else(|| ApiError::unauthorized("malformed Authorization header"))?;

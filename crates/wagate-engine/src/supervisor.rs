@@ -87,6 +87,10 @@ impl From<EngineError> for SupervisorError {
     }
 }
 
+fn upstream_down() -> SupervisorError {
+    SupervisorError::Engine(EngineError::Upstream("not connected to WhatsApp; the session is reconnecting".into()))
+}
+
 fn not_started() -> SupervisorError {
     SupervisorError::Conflict("session is not started".into())
 }
@@ -158,6 +162,10 @@ struct Run {
     qr: watch::Sender<Option<QrCode>>,
     /// Mirrors whether the run knows an identity (paired), readable without the async lock.
     paired: AtomicBool,
+    /// The engine reported a failed or dropped connection (`reconnecting`) and has not
+    /// connected since: requests that need WhatsApp answer `Upstream` at once instead of waiting.
+    /// Every change also sends on `qr`, so waiters re-check.
+    upstream_down: AtomicBool,
 }
 
 impl Run {
@@ -319,6 +327,7 @@ impl Supervisor {
             closed: AtomicBool::new(false),
             qr: watch::Sender::new(None),
             paired: AtomicBool::new(row.identity.is_some()),
+            upstream_down: AtomicBool::new(false),
         });
         lock(&self.running).insert(id.clone(), Arc::clone(&run));
 
@@ -474,8 +483,10 @@ impl Supervisor {
         Ok(deleted)
     }
 
-    /// The QR code to show. `Conflict` when paired or not started; waits up to `first_qr_wait`
-    /// for the first code of a session that just started. The code returned is unexpired.
+    /// The QR code to show. `Conflict` when paired or not started; `Engine(Upstream)` at once when
+    /// the engine is not connected to WhatsApp (`reconnecting`: its last attempt failed or the
+    /// connection dropped); otherwise waits up to `first_qr_wait` for the first code of a
+    /// session that just started. The code returned is unexpired.
     pub async fn current_qr(&self, session: &Session) -> Result<QrCode, SupervisorError> {
         let paired = || SupervisorError::Conflict("session is paired".into());
         let Some(run) = self.run(&session.id) else {
@@ -489,6 +500,9 @@ impl Supervisor {
                 }
                 if run.is_closed() {
                     return Err(not_started());
+                }
+                if run.upstream_down.load(Ordering::Acquire) {
+                    return Err(upstream_down());
                 }
                 if let Some(qr) = rx.borrow_and_update().as_ref()
                     && qr.expires_at > wagate_core::now()
@@ -507,7 +521,8 @@ impl Supervisor {
     }
 
     /// Asks the engine for a phone pairing code. `AlreadyPaired` when paired, `Conflict` when
-    /// not started.
+    /// not started, `Engine(Upstream)` at once when the engine is not connected to WhatsApp (or
+    /// as soon as its connection attempt fails while the request waits for it).
     pub async fn request_pairing_code(&self, session: &Session, phone: &Phone) -> Result<PairingCode, SupervisorError> {
         let Some(run) = self.run(&session.id) else {
             return Err(if session.identity.is_some() { SupervisorError::AlreadyPaired } else { not_started() });
@@ -516,7 +531,18 @@ impl Supervisor {
             return Err(SupervisorError::AlreadyPaired);
         }
         let es = run.engine_session.get().ok_or_else(|| SupervisorError::Conflict("session is starting".into()))?;
-        Ok(es.request_pairing_code(phone).await?)
+        let mut rx = run.qr.subscribe();
+        let went_down = async {
+            while !run.upstream_down.load(Ordering::Acquire) {
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            code = es.request_pairing_code(phone) => Ok(code?),
+            () = went_down => Err(upstream_down()),
+        }
     }
 
     /// The sandbox controls of a running sandbox session. `NotSandbox` for another engine (or an
@@ -658,6 +684,7 @@ impl Supervisor {
         let mut ends: Option<Cleanup> = None;
         match event {
             EngineEvent::Qr(qr) => {
+                run.upstream_down.store(false, Ordering::Release);
                 run.qr.send_replace(Some(qr));
                 if state.status == SessionStatus::AwaitingPairing {
                     return; // a rotation: nothing new to store
@@ -673,10 +700,12 @@ impl Supervisor {
             EngineEvent::Paired(identity) => {
                 state.identity = Some(identity.clone());
                 run.paired.store(true, Ordering::Release);
+                run.upstream_down.store(false, Ordering::Release);
                 run.qr.send_replace(None);
                 update.identity = IdentityUpdate::Set(identity);
             }
             EngineEvent::Connected => {
+                run.upstream_down.store(false, Ordering::Release);
                 update.status = SessionStatus::Connected;
             }
             EngineEvent::Reconnecting { reason, attempt, retry_in } => {
@@ -684,6 +713,7 @@ impl Supervisor {
                 update.status = SessionStatus::Reconnecting;
                 update.status_reason = Some(reason);
                 // A dropped pairing connection shows new codes after reconnecting.
+                run.upstream_down.store(true, Ordering::Release);
                 run.qr.send_replace(None);
             }
             EngineEvent::LoggedOut { reason } => {

@@ -4,6 +4,7 @@ mod auth;
 mod crash;
 mod emulator;
 mod events;
+mod hardening;
 mod helpers;
 mod sessions;
 mod tenancy;

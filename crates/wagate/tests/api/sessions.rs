@@ -173,7 +173,9 @@ async fn list_is_paginated_newest_first() {
     assert!(third.get("nextPageToken").is_none_or(|t| t.is_null() || t == ""));
     let all = app.get("/api/v1/sessions").await.json();
     assert_eq!(all["sessions"].as_array().unwrap().len(), 5);
-    assert_eq!(app.get("/api/v1/sessions?pageSize=9999").await.json()["sessions"].as_array().unwrap().len(), 5);
+    assert_eq!(app.get("/api/v1/sessions?pageSize=500").await.json()["sessions"].as_array().unwrap().len(), 5);
+    // Over the documented maximum is refused, as the OpenAPI document says (not silently capped).
+    app.get("/api/v1/sessions?pageSize=501").await.assert_validation("pageSize");
     app.get("/api/v1/sessions?pageSize=0").await.assert_validation("pageSize");
     app.get("/api/v1/sessions?pageSize=abc").await.assert_validation("pageSize");
     app.get("/api/v1/sessions?pageToken=garbage").await.assert_validation("pageToken");

@@ -71,7 +71,7 @@ async fn reports_reconnecting(peer: Peer) -> String {
         assert!(["reconnecting", "starting"].contains(&s["status"].as_str().unwrap()), "{s}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    app.get(&format!("/api/v1/sessions/{id}/qr")).await.assert_error(409, "conflict");
+    app.get(&format!("/api/v1/sessions/{id}/qr")).await.assert_error(502, "upstream_unavailable");
     app.get(&format!("/api/v1/sessions/{id}/me")).await.assert_error(404, "not_found");
     let stopped = tokio::time::timeout(Duration::from_secs(30), app.post(&format!("/api/v1/sessions/{id}:stop"), json!({})))
         .await
