@@ -11,10 +11,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 mod memory;
+
 mod postgres;
 mod rows;
 mod sql;
 mod sqlite;
+mod wal;
 #[cfg(feature = "testing")]
 pub mod testing;
 
