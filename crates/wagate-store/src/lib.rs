@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 mod memory;
-
+pub mod owner;
 mod postgres;
 mod rows;
 mod sql;

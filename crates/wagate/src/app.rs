@@ -25,6 +25,8 @@ pub struct Application {
     state: AppState,
     bootstrap_key: Option<String>,
     background: Vec<tokio::task::JoinHandle<()>>,
+    /// Held until `run_until` returns: no second gateway on the same data store meanwhile.
+    owner: wagate_store::owner::OwnerLock,
 }
 
 /// Opens the configured store (creating the data directory for the SQLite default).
@@ -39,6 +41,10 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 
 impl Application {
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        // Before the database is touched (migrations, bootstrap): a second gateway stops here.
+        let owner = wagate_store::owner::acquire_owner_lock(&config.data_dir, config.database_url.expose())
+            .await
+            .map_err(anyhow::Error::msg)?;
         let store = open_store(config).await?;
         tracing::info!(backend = store.backend(), "database ready");
         let bootstrap_key = bootstrap(store.as_ref()).await?;
@@ -73,7 +79,7 @@ impl Application {
             Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?),
             None => None,
         };
-        Ok(Self { listener, metrics_listener, state, bootstrap_key, background })
+        Ok(Self { listener, metrics_listener, state, bootstrap_key, background, owner })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -92,7 +98,7 @@ impl Application {
     /// Serves until `shutdown` resolves, then stops every session cleanly (they resume on the
     /// next start) and returns.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Application { listener, metrics_listener, state, background, .. } = self;
+        let Application { listener, metrics_listener, state, background, owner, .. } = self;
         let supervisor = Arc::clone(&state.supervisor);
         let resume = tokio::spawn({
             let supervisor = Arc::clone(&supervisor);
@@ -125,6 +131,7 @@ impl Application {
             task.abort();
         }
         tracing::info!("stopped");
+        drop(owner);
         Ok(())
     }
 }
