@@ -27,6 +27,7 @@ pub struct Application {
     background: Vec<tokio::task::JoinHandle<()>>,
     /// Held until `run_until` returns: no second gateway on the same data store meanwhile.
     owner: wagate_store::owner::OwnerLock,
+    connections: crate::server::ConnectionLimits,
 }
 
 /// Opens the configured store (creating the data directory for the SQLite default).
@@ -79,7 +80,7 @@ impl Application {
             Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?),
             None => None,
         };
-        Ok(Self { listener, metrics_listener, state, bootstrap_key, background, owner })
+        Ok(Self { listener, metrics_listener, state, bootstrap_key, background, owner, connections: config.connections })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -98,7 +99,7 @@ impl Application {
     /// Serves until `shutdown` resolves, then stops every session cleanly (they resume on the
     /// next start) and returns.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Application { listener, metrics_listener, state, background, owner, .. } = self;
+        let Application { listener, metrics_listener, state, background, owner, connections, .. } = self;
         let supervisor = Arc::clone(&state.supervisor);
         let resume = tokio::spawn({
             let supervisor = Arc::clone(&supervisor);
@@ -115,15 +116,16 @@ impl Application {
         let metrics_server = metrics_listener.map(|l| {
             let router = axum::Router::new().route("/metrics", axum::routing::get(wagate_api::ops::metrics)).with_state(state.clone());
             tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics listening");
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(l, router).await {
-                    tracing::error!(error = %e, "metrics listener failed");
-                }
-            })
+            // Runs until aborted below, once the main listener has stopped.
+            tokio::spawn(crate::server::serve(l, router, connections, std::future::pending()))
         });
-        let router = wagate_api::router(state, HttpLimits::default());
+        let limits = HttpLimits::default();
+        let router = wagate_api::router(state, limits).layer(axum::middleware::from_fn_with_state(
+            limits.body_bytes,
+            crate::server::refuse_declared_oversize,
+        ));
         tracing::info!(addr = %listener.local_addr()?, "wagate listening");
-        axum::serve(listener, router).with_graceful_shutdown(shutdown).await.context("HTTP server failed")?;
+        crate::server::serve(listener, router, connections, shutdown).await;
         tracing::info!("shutting down: stopping sessions");
         resume.abort();
         supervisor.shutdown().await;
