@@ -12,10 +12,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub mod owner;
 mod postgres;
 mod rows;
 mod sql;
 mod sqlite;
+mod wal;
 #[cfg(feature = "testing")]
 pub mod testing;
 

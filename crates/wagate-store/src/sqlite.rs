@@ -27,6 +27,14 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// Bumped after every commit that appended events.
     commits: Arc<watch::Sender<u64>>,
+    /// Keeps the WAL file small (see `wal.rs`); stopped when the store is dropped.
+    checkpointer: tokio::task::AbortHandle,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.checkpointer.abort();
+    }
 }
 
 impl SqliteStore {
@@ -39,7 +47,8 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(BUSY_TIMEOUT)
+            .pragma("journal_size_limit", crate::wal::JOURNAL_SIZE_LIMIT.to_string());
         let path = options.get_filename();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
@@ -67,7 +76,8 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Backend(format!("sqlite migrations failed: {e}")))?;
-        Ok(Self { pool, commits: Arc::new(watch::Sender::new(0)) })
+        let checkpointer = crate::wal::spawn_checkpointer(pool.clone(), path.to_path_buf(), BUSY_TIMEOUT);
+        Ok(Self { pool, commits: Arc::new(watch::Sender::new(0)), checkpointer })
     }
 
     /// The pool, for callers that need raw access (tests, maintenance).

@@ -26,6 +26,9 @@ pub struct Application {
     state: AppState,
     bootstrap_key: Option<String>,
     background: Vec<tokio::task::JoinHandle<()>>,
+    /// Held until `run_until` returns: no second gateway on the same data store meanwhile.
+    owner: wagate_store::owner::OwnerLock,
+    connections: crate::server::ConnectionLimits,
 }
 
 /// Opens the configured store (creating the data directory for the SQLite default).
@@ -40,6 +43,10 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 
 impl Application {
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        // Before the database is touched (migrations, bootstrap): a second gateway stops here.
+        let owner = wagate_store::owner::acquire_owner_lock(&config.data_dir, config.database_url.expose())
+            .await
+            .map_err(anyhow::Error::msg)?;
         let store = open_store(config).await?;
         tracing::info!(backend = store.backend(), "database ready");
         let bootstrap_key = bootstrap(store.as_ref()).await?;
@@ -78,7 +85,7 @@ impl Application {
             Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?),
             None => None,
         };
-        Ok(Self { listener, metrics_listener, state, bootstrap_key, background })
+        Ok(Self { listener, metrics_listener, state, bootstrap_key, background, owner, connections: config.connections })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -97,7 +104,7 @@ impl Application {
     /// Serves until `shutdown` resolves, then stops every session cleanly (they resume on the
     /// next start) and returns.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Application { listener, metrics_listener, state, background, .. } = self;
+        let Application { listener, metrics_listener, state, background, owner, connections, .. } = self;
         let supervisor = Arc::clone(&state.supervisor);
         let resume = tokio::spawn({
             let supervisor = Arc::clone(&supervisor);
@@ -114,14 +121,15 @@ impl Application {
         let metrics_server = metrics_listener.map(|l| {
             let router = axum::Router::new().route("/metrics", axum::routing::get(wagate_api::ops::metrics)).with_state(state.clone());
             tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics listening");
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(l, router).await {
-                    tracing::error!(error = %e, "metrics listener failed");
-                }
-            })
+            // Runs until aborted below, once the main listener has stopped.
+            tokio::spawn(crate::server::serve(l, router, connections, std::future::pending()))
         });
         let events = Arc::clone(&state.events);
-        let router = wagate_api::router(state, HttpLimits::default());
+        let limits = HttpLimits::default();
+        let router = wagate_api::router(state, limits).layer(axum::middleware::from_fn_with_state(
+            limits.body_bytes,
+            crate::server::refuse_declared_oversize,
+        ));
         tracing::info!(addr = %listener.local_addr()?, "wagate listening");
         // Open event streams never end by themselves: end them when shutdown begins, so that
         // the graceful shutdown does not wait for them.
@@ -129,7 +137,7 @@ impl Application {
             shutdown.await;
             events.close();
         };
-        axum::serve(listener, router).with_graceful_shutdown(shutdown).await.context("HTTP server failed")?;
+        crate::server::serve(listener, router, connections, shutdown).await;
         tracing::info!("shutting down: stopping sessions");
         resume.abort();
         supervisor.shutdown().await;
@@ -137,6 +145,7 @@ impl Application {
             task.abort();
         }
         tracing::info!("stopped");
+        drop(owner);
         Ok(())
     }
 }

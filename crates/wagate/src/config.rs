@@ -104,6 +104,18 @@ pub struct Layer {
     /// How long events are kept, e.g. `7d`, `12h`, `30m` [default: 7d]
     #[arg(long)]
     pub event_retention: Option<String>,
+    /// Seconds a client may take to send a request's headers (and its first request) [default: 10]
+    #[arg(long)]
+    pub header_read_timeout: Option<u64>,
+    /// Seconds an idle keep-alive connection stays open [default: 60]
+    #[arg(long)]
+    pub idle_timeout: Option<u64>,
+    /// Most open HTTP connections; further ones wait in the listen backlog [default: 10000]
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Seconds a shutdown waits for open requests before closing every connection [default: 10]
+    #[arg(long)]
+    pub shutdown_grace: Option<u64>,
 }
 
 impl std::str::FromStr for Secret {
@@ -134,12 +146,22 @@ impl Layer {
             wa_max_connects: other.wa_max_connects.or(self.wa_max_connects),
             wa_connect_timeout: other.wa_connect_timeout.or(self.wa_connect_timeout),
             event_retention: other.event_retention.or(self.event_retention),
+            header_read_timeout: other.header_read_timeout.or(self.header_read_timeout),
+            idle_timeout: other.idle_timeout.or(self.idle_timeout),
+            max_connections: other.max_connections.or(self.max_connections),
+            shutdown_grace: other.shutdown_grace.or(self.shutdown_grace),
         }
     }
 
     /// The `WAGATE_*` variables, read through `get` (the process environment in production).
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Layer, String> {
         let var = |name: &str| get(name).filter(|v| !v.is_empty());
+        let positive = |name: &str, what: &str| -> Result<Option<u64>, String> {
+            match var(name) {
+                None => Ok(None),
+                Some(v) => v.trim().parse().ok().filter(|n| *n > 0).map(Some).ok_or_else(|| format!("{name} must be a positive {what}")),
+            }
+        };
         let log_format = match var("WAGATE_LOG_FORMAT").as_deref() {
             None => None,
             Some("text") => Some(LogFormat::Text),
@@ -170,6 +192,10 @@ impl Layer {
                 Some(v) => Some(v.parse().ok().filter(|n| *n > 0).ok_or("WAGATE_WA_CONNECT_TIMEOUT must be a positive number of seconds")?),
             },
             event_retention: var("WAGATE_EVENT_RETENTION"),
+            header_read_timeout: positive("WAGATE_HEADER_READ_TIMEOUT", "number of seconds")?,
+            idle_timeout: positive("WAGATE_IDLE_TIMEOUT", "number of seconds")?,
+            max_connections: positive("WAGATE_MAX_CONNECTIONS", "integer")?.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            shutdown_grace: positive("WAGATE_SHUTDOWN_GRACE", "number of seconds")?,
         })
     }
 
@@ -196,6 +222,7 @@ pub struct Config {
     pub whatsapp: WhatsappSettings,
     /// How long events are kept (`WAGATE_EVENT_RETENTION`).
     pub event_retention: std::time::Duration,
+    pub connections: crate::server::ConnectionLimits,
 }
 
 /// Settings of the real WhatsApp engine.
@@ -239,6 +266,13 @@ impl Config {
                 .filter(|d| !d.is_zero())
                 .ok_or_else(|| format!("WAGATE_EVENT_RETENTION must be a duration such as 7d, 12h, 30m or 45s, not `{raw}`"))?,
         };
+        let secs = |v: Option<u64>, default: u64| std::time::Duration::from_secs(v.unwrap_or(default).max(1));
+        let connections = crate::server::ConnectionLimits {
+            header_read_timeout: secs(l.header_read_timeout, 10),
+            idle_timeout: secs(l.idle_timeout, 60),
+            max_connections: l.max_connections.unwrap_or(10_000).max(1),
+            shutdown_grace: secs(l.shutdown_grace, 10),
+        };
         Ok(Config {
             event_retention,
             listen: l.listen.unwrap_or_else(|| "127.0.0.1:8080".to_owned()),
@@ -253,6 +287,7 @@ impl Config {
             log: l.log.unwrap_or_else(|| "info".to_owned()),
             log_format: l.log_format.unwrap_or_default(),
             whatsapp,
+            connections,
         })
     }
 
@@ -279,6 +314,23 @@ mod tests {
         assert_eq!(c.jwt_org_claim, "org_id");
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.event_retention.as_secs(), 7 * 86_400);
+        assert_eq!(c.connections, crate::server::ConnectionLimits::default());
+    }
+
+    #[test]
+    fn connection_limits_from_every_layer() {
+        let file: Layer = toml::from_str("header_read_timeout = 3\nidle_timeout = 4\nmax_connections = 5\nshutdown_grace = 6").unwrap();
+        let c = Config::resolve(Some(file.clone()), Layer::default(), Layer::default()).unwrap();
+        assert_eq!(c.connections.header_read_timeout, std::time::Duration::from_secs(3));
+        assert_eq!(c.connections.idle_timeout, std::time::Duration::from_secs(4));
+        assert_eq!(c.connections.max_connections, 5);
+        assert_eq!(c.connections.shutdown_grace, std::time::Duration::from_secs(6));
+        let env = Layer::from_env(|k| (k == "WAGATE_MAX_CONNECTIONS").then(|| "7".to_owned())).unwrap();
+        assert_eq!(Config::resolve(Some(file), Layer::default(), env).unwrap().connections.max_connections, 7);
+        for var in ["WAGATE_HEADER_READ_TIMEOUT", "WAGATE_IDLE_TIMEOUT", "WAGATE_MAX_CONNECTIONS", "WAGATE_SHUTDOWN_GRACE"] {
+            assert!(Layer::from_env(|k| (k == var).then(|| "0".to_owned())).is_err(), "{var}");
+            assert!(Layer::from_env(|k| (k == var).then(|| "x".to_owned())).is_err(), "{var}");
+        }
     }
 
     #[test]

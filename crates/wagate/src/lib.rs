@@ -5,6 +5,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod engines;
+pub mod server;
 
 pub use app::Application;
 pub use config::Config;

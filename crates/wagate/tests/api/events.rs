@@ -218,3 +218,13 @@ async fn resume_ids_past_retention_are_a_conflict_and_unknown_ids_invalid() {
     app.get(&format!("/api/v1/events:stream?lastEventId={their_event}")).await.assert_validation("lastEventId");
     app.get("/api/v1/events:stream?lastEventId=evt_nope").await.assert_validation("lastEventId");
 }
+
+#[tokio::test]
+async fn an_open_stream_outlives_the_idle_timeout() {
+    let app = spawn_app_with(Backend::Sqlite, Layer { idle_timeout: Some(1), ..Layer::default() }).await.unwrap();
+    let mut stream = SseReader::open(&app, "/api/v1/events:stream", None).await;
+    // Longer than the idle timeout: a connection answering a stream is not idle.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let id = app.sandbox_session().await;
+    assert_eq!(stream.next(10).await.expect("the stream is still open").json()["sessionId"], id.as_str());
+}
