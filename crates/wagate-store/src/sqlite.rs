@@ -29,6 +29,20 @@ pub struct SqliteStore {
     commits: Arc<watch::Sender<u64>>,
     /// Keeps the WAL file small (see `wal.rs`); stopped when the store is dropped.
     checkpointer: tokio::task::AbortHandle,
+    /// Whose turn it is to write (see [`SqliteStore::begin_write`]).
+    writer: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A write transaction, holding this process's turn to write until it ends.
+pub(crate) struct WriteTx {
+    pub(crate) tx: Transaction<'static, Sqlite>,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl WriteTx {
+    pub(crate) async fn commit(self) -> Result<()> {
+        self.tx.commit().await.map_err(db_err)
+    }
 }
 
 impl Drop for SqliteStore {
@@ -77,7 +91,18 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Backend(format!("sqlite migrations failed: {e}")))?;
         let checkpointer = crate::wal::spawn_checkpointer(pool.clone(), path.to_path_buf(), BUSY_TIMEOUT);
-        Ok(Self { pool, commits: Arc::new(watch::Sender::new(0)), checkpointer })
+        Ok(Self { pool, commits: Arc::new(watch::Sender::new(0)), checkpointer, writer: Arc::default() })
+    }
+
+    /// Starts a write transaction. `BEGIN IMMEDIATE` takes SQLite's write lock up front (a
+    /// transaction that reads before it writes could not upgrade if another writer came first);
+    /// before that, writers of this process wait their turn on an async mutex, because
+    /// SQLite's own busy handler makes a blocked writer sleep and retry, which under contention
+    /// costs far more than queueing.
+    pub(crate) async fn begin_write(&self) -> Result<WriteTx> {
+        let turn = Arc::clone(&self.writer).lock_owned().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        Ok(WriteTx { tx, _turn: turn })
     }
 
     /// The pool, for callers that need raw access (tests, maintenance).
@@ -99,15 +124,13 @@ impl Store for SqliteStore {
     }
 
     async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
-        // `BEGIN IMMEDIATE` takes the write lock up front: a unit of work reads before it
-        // writes, and a deferred transaction could not upgrade if another writer came first.
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        let tx = self.begin_write().await?;
         Ok(Box::new(SqliteUnitOfWork { tx, appended: false, commits: Arc::clone(&self.commits) }))
     }
 }
 
 struct SqliteUnitOfWork {
-    tx: Transaction<'static, Sqlite>,
+    tx: WriteTx,
     appended: bool,
     commits: Arc<watch::Sender<u64>>,
 }
@@ -115,17 +138,17 @@ struct SqliteUnitOfWork {
 #[async_trait]
 impl UnitOfWork for SqliteUnitOfWork {
     async fn update_session_state(&mut self, id: &SessionId, update: &SessionStateUpdate) -> Result<Option<StateChange>> {
-        sessions::update_state(&mut self.tx, id, update).await
+        sessions::update_state(&mut self.tx.tx, id, update).await
     }
 
     async fn append_event(&mut self, event: &NewEvent) -> Result<Event> {
-        let event = events::insert(&mut self.tx, event).await?;
+        let event = events::insert(&mut self.tx.tx, event).await?;
         self.appended = true;
         Ok(event)
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {
-        self.tx.commit().await.map_err(db_err)?;
+        self.tx.commit().await?;
         if self.appended {
             self.commits.send_modify(|n| *n += 1);
         }

@@ -43,23 +43,21 @@ impl ApiKeyStore for SqliteStore {
     }
 
     async fn bootstrap(&self, key: &ApiKeyRecord) -> Result<bool> {
-        // `BEGIN IMMEDIATE` takes the write lock up front, so two bootstraps cannot both read
-        // an empty database (a deferred transaction would fail to upgrade instead of waiting).
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
-        let taken: bool = sqlx::query_scalar(sql::ANY_ORG_OR_KEY).fetch_one(&mut *tx).await.map_err(db_err)?;
+        // The write lock is taken up front, so two bootstraps cannot both read an empty database.
+        let mut tx = self.begin_write().await?;
+        let taken: bool = sqlx::query_scalar(sql::ANY_ORG_OR_KEY).fetch_one(&mut *tx.tx).await.map_err(db_err)?;
         if taken {
-            tx.rollback().await.map_err(db_err)?;
             return Ok(false);
         }
-        insert_key(&mut tx, key).await?;
-        tx.commit().await.map_err(db_err)?;
+        insert_key(&mut tx.tx, key).await?;
+        tx.commit().await?;
         Ok(true)
     }
 
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
-        insert_key(&mut tx, key).await?;
-        tx.commit().await.map_err(db_err)
+        let mut tx = self.begin_write().await?;
+        insert_key(&mut tx.tx, key).await?;
+        tx.commit().await
     }
 
     async fn find_api_key_by_hash(&self, hash: &[u8; 32]) -> Result<Option<ApiKeyRecord>> {

@@ -27,7 +27,8 @@ impl Drop for Gateway {
     }
 }
 
-fn serve(data_dir: &std::path::Path) -> Gateway {
+/// Starts `wagate serve`; on the `first` start, also waits for the bootstrap key it prints.
+fn serve(data_dir: &std::path::Path, first: bool) -> Gateway {
     let mut child = Command::new(env!("CARGO_BIN_EXE_wagate"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -45,19 +46,19 @@ fn serve(data_dir: &std::path::Path) -> Gateway {
     std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).for_each(|l| drop(tx2.send((true, l)))));
     std::thread::spawn(move || BufReader::new(err).lines().map_while(Result::ok).for_each(|l| drop(tx.send((false, l)))));
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut key = None;
-    loop {
+    let (mut key, mut addr) = (None, None);
+    while addr.is_none() || (first && key.is_none()) {
         let (stdout, line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("wagate starts");
         if stdout && line.starts_with("wag_") {
             key = Some(line);
         } else if !stdout && line.contains("wagate listening") {
             let log: Value = serde_json::from_str(&line).unwrap();
-            let addr = log["fields"]["addr"].as_str().unwrap().to_owned();
-            // Keep draining so the child never blocks on a full pipe.
-            std::thread::spawn(move || rx.into_iter().for_each(drop));
-            return Gateway { child, base: format!("http://{addr}"), key };
+            addr = log["fields"]["addr"].as_str().map(str::to_owned);
         }
     }
+    // Keep draining so the child never blocks on a full pipe.
+    std::thread::spawn(move || rx.into_iter().for_each(drop));
+    Gateway { child, base: format!("http://{}", addr.unwrap()), key }
 }
 
 async fn call(client: &reqwest::Client, gw_base: &str, key: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> reqwest::Result<Value> {
@@ -81,7 +82,7 @@ async fn kill_9_during_lifecycle_churn_keeps_status_and_events_together() {
     const SESSIONS: usize = 16;
     const CHURNERS: usize = 4;
     let dir = tempfile::tempdir().unwrap();
-    let gw = serve(dir.path());
+    let gw = serve(dir.path(), true);
     let key = gw.key.clone().expect("bootstrap key on the first start");
     let client = reqwest::Client::new();
     let mut ids = Vec::new();
@@ -149,7 +150,7 @@ async fn kill_9_during_lifecycle_churn_keeps_status_and_events_together() {
     }
 
     // Restarted: the gateway resumes the sessions; every status still has its event.
-    let gw = serve(dir.path());
+    let gw = serve(dir.path(), false);
     for id in ids.iter() {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
