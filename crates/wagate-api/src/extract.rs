@@ -43,6 +43,10 @@ where
 /// client sent wrong in JSON terms (never a Rust type name).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
+    // serde would also read a struct from an array of its fields (`[]` as `{}`): a body is an object.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b == b'[') {
+        return Err(ApiError::invalid("body", "the request body must be a JSON object", "not a JSON object"));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
     de.end().map_err(|e| malformed(&e))?;
@@ -161,7 +165,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RawQuery {
 /// `pageSize` of a list: 1 to 500, default 50.
 pub fn page_size(query: &RawQuery) -> ApiResult<u32> {
     match query.get("pageSize") {
-        None | Some("") => Ok(50),
+        None => Ok(50),
         Some(raw) => match raw.parse::<u32>() {
             Ok(n @ 1..=500) => Ok(n),
             _ => Err(ApiError::validation("pageSize", "must be an integer from 1 to 500")),
@@ -197,6 +201,13 @@ fn form_urlencoded_pairs(q: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_is_an_object_never_an_array() {
+        let e = parse_json::<Body>(b" [\"628123456789\"]").unwrap_err();
+        assert_eq!(e.details["field"], "body");
+        assert!(e.message.contains("JSON object"), "{}", e.message);
+    }
     use serde::Deserialize;
 
     #[derive(Debug, Deserialize)]

@@ -43,16 +43,14 @@ impl Modify for CommonResponses {
                     .build(),
             )
         };
-        // `POST /api/v1/sessions` takes an empty body as `{}`.
-        if let Some(body) = openapi
-            .paths
-            .paths
-            .get_mut("/api/v1/sessions")
-            .and_then(|item| item.post.as_mut())
-            .and_then(|op| op.request_body.as_mut())
-        {
-            body.required = Some(utoipa::openapi::Required::False);
-        }
+        // An empty body is `{}`: for `POST /api/v1/sessions` all defaults, for `PATCH` of a
+        // session no change.
+        let sessions = openapi.paths.paths.get_mut("/api/v1/sessions").and_then(|item| item.post.as_mut());
+        let body = sessions.and_then(|op| op.request_body.as_mut());
+        body.into_iter().for_each(|b| b.required = Some(utoipa::openapi::Required::False));
+        let session = openapi.paths.paths.get_mut("/api/v1/sessions/{session}").and_then(|item| item.patch.as_mut());
+        let body = session.and_then(|op| op.request_body.as_mut());
+        body.into_iter().for_each(|b| b.required = Some(utoipa::openapi::Required::False));
         for item in openapi.paths.paths.values_mut() {
             let ops = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
             for op in ops.into_iter().flatten() {

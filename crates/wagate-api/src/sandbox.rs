@@ -46,7 +46,8 @@ struct EmptyBody {}
     params(("session" = String, Path, description = "Session id (a sandbox session)")),
     request_body = ScanQrRequest,
     responses((status = 200, body = SessionView), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
-              (status = 409, body = ErrorEnvelope, description = "already paired, or no current QR code")),
+              (status = 409, body = ErrorEnvelope, description = "already paired, or no current QR code"),
+              (status = 502, body = ErrorEnvelope, description = "the simulated connection is down (after `sandbox:disconnect`, until it reconnects)")),
     security(("bearer" = [])))]
 pub async fn scan_qr(state: &AppState, auth: &Auth, id: &str, body: &[u8]) -> ApiResult<Response> {
     run(state, auth, id, body, |req: ScanQrRequest| async move {
@@ -63,7 +64,9 @@ pub async fn scan_qr(state: &AppState, auth: &Auth, id: &str, body: &[u8]) -> Ap
 #[utoipa::path(post, path = "/api/v1/sessions/{session}/sandbox:enterPairingCode", tag = "sandbox",
     params(("session" = String, Path, description = "Session id (a sandbox session)")),
     request_body = EnterPairingCodeRequest,
-    responses((status = 200, body = SessionView), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
+    responses((status = 200, body = SessionView), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+              (status = 409, body = ErrorEnvelope, description = "the session is not started"),
+              (status = 502, body = ErrorEnvelope, description = "the simulated connection is down (after `sandbox:disconnect`, until it reconnects)")),
     security(("bearer" = [])))]
 pub async fn enter_pairing_code(state: &AppState, auth: &Auth, id: &str, body: &[u8]) -> ApiResult<Response> {
     run(state, auth, id, body, |req: EnterPairingCodeRequest| async move { Ok(Action::EnterCode(req.code)) }).await

@@ -394,8 +394,8 @@ pub async fn qr(State(state): State<AppState>, auth: Auth, Path(id): Path<String
     let principal = auth.require(Capability::Manage)?;
     let format = match query.get("format") {
         Some(f @ ("json" | "png" | "svg")) => f,
-        Some(_) => return Err(ApiError::validation("format", "must be json, png or svg")),
-        None => {
+        Some(f) if !f.is_empty() => return Err(ApiError::validation("format", "must be json, png or svg")),
+        _ => {
             let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
             if accept.contains("image/png") { "png" } else if accept.contains("image/svg+xml") { "svg" } else { "json" }
         }

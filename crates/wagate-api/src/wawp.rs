@@ -35,7 +35,7 @@ pub struct WawpMeInner {
 /// The profile of the WhatsApp account connected to an instance. The access token (an API
 /// key with `manage`) comes in the `access_token` query parameter or an `access-token` header.
 #[utoipa::path(get, path = "/v2/session/me", tag = "wawp",
-    params(("instance_id" = String, Query, description = "The 12-character instance id"),
+    params(("instance_id" = String, Query, pattern = "^[A-Z0-9]{12}$", description = "The 12-character instance id"),
            ("access_token" = Option<String>, Query, description = "API access token (or the `access-token` header)")),
     responses((status = 200, body = WawpMe), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
               (status = 404, body = ErrorEnvelope), (status = 502, body = ErrorEnvelope)))]

@@ -682,13 +682,17 @@ impl Supervisor {
         };
         // Some(purge?) when the event ends the run.
         let mut ends: Option<Cleanup> = None;
+        // A first QR code is shown only once its status is stored, so that a client that got
+        // the code never reads an older status.
+        let mut first_qr = None;
         match event {
             EngineEvent::Qr(qr) => {
                 run.upstream_down.store(false, Ordering::Release);
-                run.qr.send_replace(Some(qr));
                 if state.status == SessionStatus::AwaitingPairing {
+                    run.qr.send_replace(Some(qr));
                     return; // a rotation: nothing new to store
                 }
+                first_qr = Some(qr);
                 update.status = SessionStatus::AwaitingPairing;
             }
             EngineEvent::QrExhausted => {
@@ -755,6 +759,9 @@ impl Supervisor {
             Ok(Some(_)) => {}
             Ok(None) => tracing::debug!(session = %id, "event of a deleted session"),
             Err(e) => tracing::error!(session = %id, error = %e, "could not record a session status change"),
+        }
+        if let Some(qr) = first_qr {
+            run.qr.send_replace(Some(qr));
         }
     }
 
