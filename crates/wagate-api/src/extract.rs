@@ -42,7 +42,8 @@ where
 /// whose `details.field` is the path of the offending field and whose message says what the
 /// client sent wrong in JSON terms (never a Rust type name).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
+    // No body at all is `{}`; a body of only whitespace is not JSON.
+    let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { bytes };
     // serde would also read a struct from an array of its fields (`[]` as `{}`): a body is an object.
     if bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b == b'[') {
         return Err(ApiError::invalid("body", "the request body must be a JSON object", "not a JSON object"));
@@ -201,6 +202,12 @@ fn form_urlencoded_pairs(q: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_missing_body_reads_as_an_empty_object() {
+        assert!(parse_json::<Inner>(b"").is_err(), "`n` is required");
+        assert_eq!(parse_json::<Body>(b"\n").unwrap_err().details["field"], "body");
+    }
 
     #[test]
     fn a_body_is_an_object_never_an_array() {
