@@ -14,6 +14,7 @@ use wagate_core::{Principal, PrincipalKind};
 use wagate_store::ApiKeyStore;
 
 pub mod apikey;
+mod cache;
 mod error;
 pub mod jwt;
 #[cfg(feature = "testing")]
@@ -31,6 +32,8 @@ pub const TOUCH_INTERVAL: Duration = Duration::from_secs(60);
 pub struct Authenticator {
     store: Arc<dyn ApiKeyStore>,
     jwt: Option<Arc<JwtVerifier>>,
+    /// Keys found valid, used while the store says keys have not changed (see `cache.rs`).
+    cache: Arc<cache::KeyCache>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -42,7 +45,7 @@ impl std::fmt::Debug for Authenticator {
 impl Authenticator {
     /// `jwt` is `None` when no JWKS is configured: then only API keys are accepted.
     pub fn new(store: Arc<dyn ApiKeyStore>, jwt: Option<Arc<JwtVerifier>>) -> Self {
-        Self { store, jwt }
+        Self { store, jwt, cache: Arc::default() }
     }
 
     pub fn jwt(&self) -> Option<&Arc<JwtVerifier>> {
@@ -71,12 +74,19 @@ impl Authenticator {
             tracing::debug!(reason = %e, "malformed API key");
             AuthError::Malformed
         })?;
-        let record = self
-            .store
-            .find_api_key_by_hash(&hash)
-            .await
-            .map_err(|e| AuthError::Unavailable(format!("API key lookup: {e}")))?
-            .ok_or(AuthError::InvalidApiKey)?;
+        let version = self.store.api_keys_version();
+        let cached = version.and_then(|v| self.cache.get(v, &hash));
+        let from_cache = cached.is_some();
+        let read_at = std::time::Instant::now();
+        let record = match cached {
+            Some(record) => record,
+            None => self
+                .store
+                .find_api_key_by_hash(&hash)
+                .await
+                .map_err(|e| AuthError::Unavailable(format!("API key lookup: {e}")))?
+                .ok_or(AuthError::InvalidApiKey)?,
+        };
         // The store matched on the hash already; compare again without leaking timing, in case a
         // backend ever matches loosely (prefix, collation, ...).
         if !bool::from(record.hash.ct_eq(&hash)) {
@@ -94,12 +104,21 @@ impl Authenticator {
         let stale = record.last_used_at.is_none_or(|at| {
             now.signed_duration_since(at) >= chrono::Duration::from_std(TOUCH_INTERVAL).unwrap_or_default()
         });
+        if let Some(version) = version.filter(|_| !from_cache) {
+            self.cache.put(version, record.clone(), read_at);
+        }
         if stale {
+            // The cached copy counts as used at once, so concurrent requests do not all write;
+            // a failed write puts the old time back, so a later request tries again.
+            self.cache.touched(&hash, Some(now));
             let store = self.store.clone();
+            let cache = Arc::clone(&self.cache);
             let id = record.id.clone();
+            let previous = record.last_used_at;
             tokio::spawn(async move {
                 if let Err(e) = store.touch_api_key(&id, now).await {
                     tracing::warn!(key = %id, error = %e, "could not record API key use");
+                    cache.touched(&hash, previous);
                 }
             });
         }

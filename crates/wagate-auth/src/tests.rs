@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use wagate_core::{ApiKeyId, ApiKeyRecord, Capabilities, Capability, OrgId, Timestamp};
-use wagate_store::{ApiKeyStore, Result as StoreResult, StoreError};
+use wagate_store::{ApiKeyStore, ApiKeysVersion, Result as StoreResult, StoreError};
 
 use super::*;
 use crate::testing::{JwksServer, TestKey, claims, jwks, sign};
@@ -18,6 +18,9 @@ struct FakeStore {
     lookups: Mutex<u32>,
     fail: AtomicBool,
     fail_touch: AtomicBool,
+    /// When set, the store reports a version that inserts and revocations bump (as SQLite's
+    /// stamp file does), so the authenticator caches.
+    version: Mutex<Option<u64>>,
 }
 
 impl FakeStore {
@@ -26,6 +29,17 @@ impl FakeStore {
     }
     fn touches(&self) -> Vec<(ApiKeyId, Timestamp)> {
         self.touches.lock().unwrap().clone()
+    }
+    fn versioned() -> Self {
+        Self { version: Mutex::new(Some(0)), ..Self::default() }
+    }
+    fn bump(&self) {
+        if let Some(v) = self.version.lock().unwrap().as_mut() {
+            *v += 1;
+        }
+    }
+    fn lookups(&self) -> u32 {
+        *self.lookups.lock().unwrap()
     }
 }
 
@@ -39,6 +53,7 @@ impl ApiKeyStore for FakeStore {
     }
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()> {
         self.keys.lock().unwrap().push(key.clone());
+        self.bump();
         Ok(())
     }
     async fn find_api_key_by_hash(&self, hash: &[u8; 32]) -> StoreResult<Option<ApiKeyRecord>> {
@@ -53,6 +68,8 @@ impl ApiKeyStore for FakeStore {
         let mut keys = self.keys.lock().unwrap();
         let Some(k) = keys.iter_mut().find(|k| &k.id == id) else { return Ok(false) };
         k.revoked_at.get_or_insert(at);
+        drop(keys);
+        self.bump();
         Ok(true)
     }
     async fn touch_api_key(&self, id: &ApiKeyId, at: Timestamp) -> StoreResult<()> {
@@ -65,6 +82,9 @@ impl ApiKeyStore for FakeStore {
             k.last_used_at = Some(at);
         }
         Ok(())
+    }
+    fn api_keys_version(&self) -> Option<ApiKeysVersion> {
+        self.version.lock().unwrap().map(|v| ApiKeysVersion::new(v, 0))
     }
 }
 
@@ -89,7 +109,14 @@ fn record(key: &GeneratedKey, org_name: &str, caps: Capabilities) -> ApiKeyRecor
 async fn setup(
     rec: impl FnOnce(&GeneratedKey) -> ApiKeyRecord,
 ) -> (Arc<FakeStore>, Authenticator, GeneratedKey, ApiKeyId) {
-    let store = Arc::new(FakeStore::default());
+    setup_on(FakeStore::default(), rec).await
+}
+
+async fn setup_on(
+    store: FakeStore,
+    rec: impl FnOnce(&GeneratedKey) -> ApiKeyRecord,
+) -> (Arc<FakeStore>, Authenticator, GeneratedKey, ApiKeyId) {
+    let store = Arc::new(store);
     let key = apikey::generate();
     let r = rec(&key);
     let id = r.id.clone();
@@ -141,6 +168,56 @@ async fn revocation_takes_effect_at_once() {
     assert!(auth.authenticate(&key.secret).await.is_ok());
     assert!(store.revoke_api_key(&id, wagate_core::now()).await.unwrap());
     assert_eq!(auth.authenticate(&key.secret).await, Err(AuthError::Revoked));
+}
+
+#[tokio::test]
+async fn a_versioned_store_is_asked_once_until_keys_change() {
+    let (store, auth, key, id) = setup_on(FakeStore::versioned(), |k| record(k, "acme", Capabilities::ALL)).await;
+    for _ in 0..5 {
+        assert!(auth.authenticate(&key.secret).await.is_ok());
+    }
+    assert_eq!(store.lookups(), 1, "one query, then the cache");
+    settle().await;
+    assert_eq!(store.touches().len(), 1, "the use is still recorded");
+
+    // Another key appearing is a change: one more query, and the answer is the same.
+    let other = apikey::generate();
+    store.insert_api_key(&record(&other, "acme", Capabilities::ALL)).await.unwrap();
+    assert!(auth.authenticate(&key.secret).await.is_ok());
+    assert_eq!(store.lookups(), 2);
+
+    // A revocation (by any process: the store's version is what tells) is seen at once.
+    assert!(store.revoke_api_key(&id, wagate_core::now()).await.unwrap());
+    assert_eq!(auth.authenticate(&key.secret).await, Err(AuthError::Revoked));
+    assert_eq!(auth.authenticate(&key.secret).await, Err(AuthError::Revoked), "a refused key is not cached");
+    assert_eq!(store.lookups(), 4);
+}
+
+#[tokio::test]
+async fn a_cached_key_still_expires_on_time() {
+    let soon = wagate_core::now() + chrono::Duration::milliseconds(300);
+    let (_s, auth, key, _) = setup_on(FakeStore::versioned(), |k| ApiKeyRecord {
+        expires_at: Some(soon),
+        ..record(k, "acme", Capabilities::ALL)
+    })
+    .await;
+    assert!(auth.authenticate(&key.secret).await.is_ok());
+    tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+    assert_eq!(auth.authenticate(&key.secret).await, Err(AuthError::ApiKeyExpired));
+}
+
+#[tokio::test]
+async fn a_failed_use_record_is_retried_with_a_cached_key() {
+    let (store, auth, key, _) = setup_on(FakeStore::versioned(), |k| record(k, "acme", Capabilities::ALL)).await;
+    store.fail_touch.store(true, Ordering::SeqCst);
+    assert!(auth.authenticate(&key.secret).await.is_ok());
+    settle().await;
+    assert!(store.touches().is_empty());
+    store.fail_touch.store(false, Ordering::SeqCst);
+    assert!(auth.authenticate(&key.secret).await.is_ok());
+    settle().await;
+    assert_eq!(store.touches().len(), 1);
+    assert_eq!(store.lookups(), 1);
 }
 
 #[tokio::test]

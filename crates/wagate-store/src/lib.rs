@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+mod cache;
+mod keystamp;
 pub mod owner;
 mod postgres;
 mod rows;
@@ -175,6 +177,27 @@ pub trait ApiKeyStore: Send + Sync {
     async fn revoke_api_key(&self, id: &ApiKeyId, at: Timestamp) -> Result<bool>;
     /// Records a use of the key.
     async fn touch_api_key(&self, id: &ApiKeyId, at: Timestamp) -> Result<()>;
+    /// Cheap and synchronous (no query): a value that differs once any process, this one or
+    /// another (the CLI), has committed a change to API keys (a new key, a revocation) since
+    /// the value was read. `None` when the backend cannot tell without a query; callers must
+    /// then look keys up every time.
+    fn api_keys_version(&self) -> Option<ApiKeysVersion> {
+        None
+    }
+}
+
+/// See [`ApiKeyStore::api_keys_version`]. Only equality means anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiKeysVersion {
+    file: u64,
+    len: u64,
+}
+
+impl ApiKeysVersion {
+    /// For stores outside this crate: any two numbers that together change on every change.
+    pub const fn new(file: u64, len: u64) -> Self {
+        Self { file, len }
+    }
 }
 
 /// Sessions. Every status change (creation included) appends its `session.status` event in

@@ -9,6 +9,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use tokio::sync::watch;
 use wagate_core::{Event, NewEvent, SessionId};
 
+use crate::cache::{SessionCache, WriteGuard};
 use crate::sql::{self, db_err, open_failure};
 use crate::{Result, SessionStateUpdate, StateChange, Store, StoreError, UnitOfWork};
 
@@ -25,6 +26,8 @@ pub struct PostgresStore {
     pool: PgPool,
     /// Bumped after every commit that appended events.
     commits: Arc<watch::Sender<u64>>,
+    /// Sessions read by id (see `cache.rs`).
+    sessions: Arc<SessionCache>,
 }
 
 impl PostgresStore {
@@ -53,7 +56,7 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Backend(format!("postgres migrations failed: {e}")))?;
-        Ok(Self { pool, commits: Arc::new(watch::Sender::new(0)) })
+        Ok(Self { pool, commits: Arc::new(watch::Sender::new(0)), sessions: Arc::default() })
     }
 
     /// The pool, for callers that need raw access (tests, maintenance).
@@ -76,7 +79,13 @@ impl Store for PostgresStore {
 
     async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
         let tx = self.pool.begin().await.map_err(db_err)?;
-        Ok(Box::new(PgUnitOfWork { tx, appended: false, commits: Arc::clone(&self.commits) }))
+        Ok(Box::new(PgUnitOfWork {
+            tx,
+            appended: false,
+            commits: Arc::clone(&self.commits),
+            sessions: Arc::clone(&self.sessions),
+            writing: Vec::new(),
+        }))
     }
 }
 
@@ -86,11 +95,15 @@ struct PgUnitOfWork {
     tx: Transaction<'static, Postgres>,
     appended: bool,
     commits: Arc<watch::Sender<u64>>,
+    sessions: Arc<SessionCache>,
+    /// Dropped after the transaction ends (declared after `tx`, so dropped after it).
+    writing: Vec<WriteGuard>,
 }
 
 #[async_trait]
 impl UnitOfWork for PgUnitOfWork {
     async fn update_session_state(&mut self, id: &SessionId, update: &SessionStateUpdate) -> Result<Option<StateChange>> {
+        self.writing.push(self.sessions.writing(id));
         sessions::update_state(&mut self.tx, id, update).await
     }
 
@@ -101,9 +114,11 @@ impl UnitOfWork for PgUnitOfWork {
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {
-        self.tx.commit().await.map_err(db_err)?;
-        if self.appended {
-            self.commits.send_modify(|n| *n += 1);
+        let Self { tx, appended, commits, writing, .. } = *self;
+        tx.commit().await.map_err(db_err)?;
+        drop(writing);
+        if appended {
+            commits.send_modify(|n| *n += 1);
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 use tokio::sync::watch;
 use wagate_core::{Event, NewEvent, SessionId};
 
+use crate::cache::{SessionCache, WriteGuard};
 use crate::sql::{self, db_err, open_failure};
 use crate::{Result, SessionStateUpdate, StateChange, Store, StoreError, UnitOfWork};
 
@@ -31,6 +32,10 @@ pub struct SqliteStore {
     checkpointer: tokio::task::AbortHandle,
     /// Whose turn it is to write (see [`SqliteStore::begin_write`]).
     writer: Arc<tokio::sync::Mutex<()>>,
+    /// Tells every process that API keys changed (see `keystamp.rs`).
+    keystamp: Option<crate::keystamp::KeyStamp>,
+    /// Sessions read by id (see `cache.rs`).
+    sessions: Arc<SessionCache>,
 }
 
 /// A write transaction, holding this process's turn to write until it ends.
@@ -91,7 +96,8 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Backend(format!("sqlite migrations failed: {e}")))?;
         let checkpointer = crate::wal::spawn_checkpointer(pool.clone(), path.to_path_buf(), BUSY_TIMEOUT);
-        Ok(Self { pool, commits: Arc::new(watch::Sender::new(0)), checkpointer, writer: Arc::default() })
+        let keystamp = crate::keystamp::KeyStamp::beside(path);
+        Ok(Self { pool, commits: Arc::new(watch::Sender::new(0)), checkpointer, writer: Arc::default(), keystamp, sessions: Arc::default() })
     }
 
     /// Starts a write transaction. `BEGIN IMMEDIATE` takes SQLite's write lock up front (a
@@ -125,7 +131,13 @@ impl Store for SqliteStore {
 
     async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
         let tx = self.begin_write().await?;
-        Ok(Box::new(SqliteUnitOfWork { tx, appended: false, commits: Arc::clone(&self.commits) }))
+        Ok(Box::new(SqliteUnitOfWork {
+            tx,
+            appended: false,
+            commits: Arc::clone(&self.commits),
+            sessions: Arc::clone(&self.sessions),
+            writing: Vec::new(),
+        }))
     }
 }
 
@@ -133,11 +145,15 @@ struct SqliteUnitOfWork {
     tx: WriteTx,
     appended: bool,
     commits: Arc<watch::Sender<u64>>,
+    sessions: Arc<SessionCache>,
+    /// Dropped after the transaction ends (declared after `tx`, so dropped after it).
+    writing: Vec<WriteGuard>,
 }
 
 #[async_trait]
 impl UnitOfWork for SqliteUnitOfWork {
     async fn update_session_state(&mut self, id: &SessionId, update: &SessionStateUpdate) -> Result<Option<StateChange>> {
+        self.writing.push(self.sessions.writing(id));
         sessions::update_state(&mut self.tx.tx, id, update).await
     }
 
@@ -148,9 +164,11 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {
-        self.tx.commit().await?;
-        if self.appended {
-            self.commits.send_modify(|n| *n += 1);
+        let Self { tx, appended, commits, writing, .. } = *self;
+        tx.commit().await?;
+        drop(writing);
+        if appended {
+            commits.send_modify(|n| *n += 1);
         }
         Ok(())
     }

@@ -1234,6 +1234,76 @@ async fn unreachable_postgres_is_a_backend_error_without_the_password() {
 mod events;
 use events::*;
 
+/// Reads by id are served from memory after the first (see `cache.rs`): each must still see
+/// every write before it, whichever way the write went, and never cross an organization.
+async fn reads_by_id_follow_every_write(store: Arc<dyn Store>) {
+    let acme = org("acme");
+    let s = store.insert_session(&new_session(&acme, Some("desk"))).await.unwrap();
+    let read = || async { store.get_session(&acme, &s.id).await.unwrap().unwrap() };
+    assert_eq!(read().await.name.as_deref(), Some("desk"));
+    assert_eq!(store.get_session(&org("globex"), &s.id).await.unwrap(), None, "cached, still scoped");
+    assert_eq!(store.get_session_unscoped(&s.id).await.unwrap().unwrap().org, acme);
+
+    store.update_session_settings(&acme, &s.id, &SessionSettings::name(Some("front")), wagate_core::now()).await.unwrap();
+    assert_eq!(read().await.name.as_deref(), Some("front"));
+    assert_eq!(store.get_session_unscoped(&s.id).await.unwrap().unwrap().name.as_deref(), Some("front"));
+
+    // A unit of work that is dropped changes nothing; one that commits is seen at once.
+    let mut uow = store.begin().await.unwrap();
+    uow.update_session_state(&s.id, &state(SessionStatus::Starting, Some(true), IdentityUpdate::Keep)).await.unwrap();
+    drop(uow);
+    assert_eq!(read().await.status, SessionStatus::Stopped);
+    let mut uow = store.begin().await.unwrap();
+    uow.update_session_state(&s.id, &state(SessionStatus::Connected, Some(true), IdentityUpdate::Set(identity())))
+        .await
+        .unwrap();
+    uow.commit().await.unwrap();
+    let now = read().await;
+    assert_eq!((now.status, now.identity), (SessionStatus::Connected, Some(identity())));
+
+    // Writers and readers racing: once the writers are done, a read by id agrees with a list
+    // (which always queries).
+    let statuses = [SessionStatus::Starting, SessionStatus::Connected, SessionStatus::Reconnecting, SessionStatus::Stopped];
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = Arc::clone(&store);
+        let (acme, id) = (acme.clone(), s.id.clone());
+        tasks.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                store.update_session_state(&id, &state(statuses[i % 4], None, IdentityUpdate::Keep)).await.unwrap();
+            } else {
+                store.get_session(&acme, &id).await.unwrap().unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let listed = store.list_sessions(&acme, PageRequest { size: 10, after: None }).await.unwrap().items;
+    assert_eq!(read().await, listed[0]);
+
+    assert!(store.delete_session(&acme, &s.id).await.unwrap());
+    assert_eq!(store.get_session(&acme, &s.id).await.unwrap(), None);
+    assert_eq!(store.get_session_unscoped(&s.id).await.unwrap(), None);
+}
+
+/// Another process (the CLI) changing API keys is visible through `api_keys_version` without
+/// a query, where the backend supports it (SQLite); a use of a key is not a change.
+async fn api_key_changes_move_the_version(store: Arc<dyn Store>) {
+    let Some(before) = store.api_keys_version() else {
+        assert_eq!(store.backend(), "postgres", "only PostgreSQL has no cheap version");
+        return;
+    };
+    let key = api_key(&org("acme"), "ci");
+    store.insert_api_key(&key).await.unwrap();
+    let inserted = store.api_keys_version().unwrap();
+    assert_ne!(inserted, before);
+    store.touch_api_key(&key.id, wagate_core::now()).await.unwrap();
+    assert_eq!(store.api_keys_version().unwrap(), inserted, "a use is not a change");
+    assert!(store.revoke_api_key(&key.id, wagate_core::now()).await.unwrap());
+    assert_ne!(store.api_keys_version().unwrap(), inserted);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Every scenario on every backend
 
@@ -1277,4 +1347,20 @@ scenarios!(
     concurrent_writers_never_make_a_resuming_reader_skip,
     pruning_removes_only_old_events,
     commits_wake_readers,
+    reads_by_id_follow_every_write,
+    api_key_changes_move_the_version,
 );
+
+/// The CLI changes keys from another process: the gateway's store sees the change in its
+/// version at once, without a query.
+#[tokio::test]
+async fn sqlite_a_key_change_in_another_store_moves_the_version() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let gateway = wagate_store::connect(&sqlite_url(&dir)).await.unwrap();
+    let cli = wagate_store::connect(&sqlite_url(&dir)).await.unwrap();
+    let key = api_key(&org("acme"), "ci");
+    cli.insert_api_key(&key).await.unwrap();
+    let seen = gateway.api_keys_version().unwrap();
+    assert!(cli.revoke_api_key(&key.id, wagate_core::now()).await.unwrap());
+    assert_ne!(gateway.api_keys_version().unwrap(), seen);
+}

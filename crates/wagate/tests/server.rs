@@ -423,3 +423,41 @@ fn a_declared_body_over_the_limit_is_refused_at_once_without_100_continue() {
     let (status, _) = envelope(&server.exchange(raw.as_bytes()));
     assert!(status.starts_with("HTTP/1.1 413"), "{status}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Keys changed by the CLI, another process, while the gateway runs (and caches keys)
+
+/// The status line of an authenticated `GET /api/v1/sessions` on the keep-alive connection `s`.
+fn list_sessions_status(s: &mut TcpStream, key: &str) -> String {
+    let request = format!("GET /api/v1/sessions HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {key}\r\n\r\n");
+    s.write_all(request.as_bytes()).unwrap();
+    read_response(s).lines().next().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn a_key_revoked_from_the_cli_is_refused_by_the_very_next_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(serve(dir.path()));
+    let cli = |args: &[&str]| {
+        let out = wagate(dir.path()).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // A key created by the CLI works at once, on a connection that already served requests.
+    let mut s = server.connect();
+    let bootstrap = server.key.clone().expect("bootstrap key");
+    assert!(list_sessions_status(&mut s, &bootstrap).contains(" 200 "));
+    let created = cli(&["keys", "create", "--org", "default", "--name", "ci", "--capabilities", "read"]);
+    let key = created.lines().last().unwrap().to_owned();
+    for _ in 0..20 {
+        assert!(list_sessions_status(&mut s, &key).contains(" 200 "), "{}", server.logs());
+    }
+    let listed = cli(&["keys", "list", "--org", "default"]);
+    let id = listed.lines().find(|l| l.contains(" ci ")).unwrap().split_whitespace().next().unwrap().to_owned();
+    // Revoked from the CLI: the very next request on the same connection is refused, and the
+    // other keys keep working.
+    cli(&["keys", "revoke", &id]);
+    assert!(list_sessions_status(&mut s, &key).contains(" 401 "));
+    assert!(list_sessions_status(&mut s, &key).contains(" 401 "));
+    assert!(list_sessions_status(&mut s, &bootstrap).contains(" 200 "));
+}

@@ -9,7 +9,7 @@ use wagate_core::{ApiKeyId, ApiKeyRecord, OrgId, Timestamp};
 use super::SqliteStore;
 use crate::rows::ApiKeyRow;
 use crate::sql::{self, db_err};
-use crate::{ApiKeyStore, Result};
+use crate::{ApiKeyStore, ApiKeysVersion, Result};
 
 fn bind_api_key<'q>(query: Query<'q, Sqlite, SqliteArguments>, key: &'q ApiKeyRecord) -> Query<'q, Sqlite, SqliteArguments> {
     query
@@ -51,13 +51,16 @@ impl ApiKeyStore for SqliteStore {
         }
         insert_key(&mut tx.tx, key).await?;
         tx.commit().await?;
+        self.keys_changed();
         Ok(true)
     }
 
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
         let mut tx = self.begin_write().await?;
         insert_key(&mut tx.tx, key).await?;
-        tx.commit().await
+        tx.commit().await?;
+        self.keys_changed();
+        Ok(())
     }
 
     async fn find_api_key_by_hash(&self, hash: &[u8; 32]) -> Result<Option<ApiKeyRecord>> {
@@ -83,11 +86,25 @@ impl ApiKeyStore for SqliteStore {
 
     async fn revoke_api_key(&self, id: &ApiKeyId, at: Timestamp) -> Result<bool> {
         let done = sqlx::query(sql::REVOKE_API_KEY).bind(id.as_str()).bind(at).execute(&self.pool).await.map_err(db_err)?;
+        self.keys_changed();
         Ok(done.rows_affected() > 0)
     }
 
     async fn touch_api_key(&self, id: &ApiKeyId, at: Timestamp) -> Result<()> {
         sqlx::query(sql::TOUCH_API_KEY).bind(id.as_str()).bind(at).execute(&self.pool).await.map_err(db_err)?;
         Ok(())
+    }
+
+    fn api_keys_version(&self) -> Option<ApiKeysVersion> {
+        self.keystamp.as_ref().and_then(|stamp| stamp.version())
+    }
+}
+
+impl SqliteStore {
+    /// Called after a commit that changed API keys (not after a mere use).
+    fn keys_changed(&self) {
+        if let Some(stamp) = &self.keystamp {
+            stamp.bump();
+        }
     }
 }

@@ -80,24 +80,13 @@ impl SessionStore for SqliteStore {
     }
 
     async fn get_session(&self, org: &OrgId, id: &SessionId) -> Result<Option<Session>> {
-        sqlx::query_as::<_, SessionRow>(sql::GET_SESSION)
-            .bind(org.as_str())
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?
-            .map(SessionRow::into_session)
-            .transpose()
+        let read = sqlx::query_as::<_, SessionRow>(sql::GET_SESSION).bind(org.as_str()).bind(id.as_str()).fetch_optional(&self.pool);
+        self.sessions.read_through(Some(org), id, async { read.await.map_err(db_err)?.map(SessionRow::into_session).transpose() }).await
     }
 
     async fn get_session_unscoped(&self, id: &SessionId) -> Result<Option<Session>> {
-        sqlx::query_as::<_, SessionRow>(sql::GET_SESSION_UNSCOPED)
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?
-            .map(SessionRow::into_session)
-            .transpose()
+        let read = sqlx::query_as::<_, SessionRow>(sql::GET_SESSION_UNSCOPED).bind(id.as_str()).fetch_optional(&self.pool);
+        self.sessions.read_through(None, id, async { read.await.map_err(db_err)?.map(SessionRow::into_session).transpose() }).await
     }
 
     async fn get_session_by_instance(&self, instance: &InstanceId) -> Result<Option<Session>> {
@@ -137,6 +126,7 @@ impl SessionStore for SqliteStore {
         settings: &SessionSettings<'_>,
         at: Timestamp,
     ) -> Result<Option<Session>> {
+        let _writing = self.sessions.writing(id);
         sqlx::query_as::<_, SessionRow>(sql::UPDATE_SESSION_SETTINGS)
             .bind(org.as_str())
             .bind(id.as_str())
@@ -153,6 +143,7 @@ impl SessionStore for SqliteStore {
     }
 
     async fn delete_session(&self, org: &OrgId, id: &SessionId) -> Result<bool> {
+        let _writing = self.sessions.writing(id);
         let done = sqlx::query(sql::DELETE_SESSION).bind(org.as_str()).bind(id.as_str()).execute(&self.pool).await.map_err(db_err)?;
         Ok(done.rows_affected() > 0)
     }
