@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
+use sqlx::{ConnectOptions as _, SqliteConnection, SqlitePool};
 use tokio::sync::watch;
 use wagate_core::{Event, NewEvent, SessionId};
 
@@ -30,23 +30,60 @@ pub struct SqliteStore {
     commits: Arc<watch::Sender<u64>>,
     /// Keeps the WAL file small (see `wal.rs`); stopped when the store is dropped.
     checkpointer: tokio::task::AbortHandle,
-    /// Whose turn it is to write (see [`SqliteStore::begin_write`]).
-    writer: Arc<tokio::sync::Mutex<()>>,
+    /// The one connection this process writes through, and whose turn it is (see
+    /// [`SqliteStore::begin_write`]).
+    writer: Arc<tokio::sync::Mutex<Writer>>,
     /// Tells every process that API keys changed (see `keystamp.rs`).
     keystamp: Option<crate::keystamp::KeyStamp>,
     /// Sessions read by id (see `cache.rs`).
     sessions: Arc<SessionCache>,
 }
 
-/// A write transaction, holding this process's turn to write until it ends.
+/// The write connection. `open` is true while a transaction begun on it has not ended.
+pub(crate) struct Writer {
+    conn: SqliteConnection,
+    open: bool,
+}
+
+impl Writer {
+    async fn run(&mut self, statement: &'static str) -> Result<()> {
+        sqlx::query(statement).execute(&mut self.conn).await.map_err(db_err)?;
+        Ok(())
+    }
+}
+
+/// A write transaction on the write connection, holding this process's turn to write until it
+/// ends. Dropped without [`WriteTx::commit`], it is rolled back (at once from a task, or by the
+/// next writer).
 pub(crate) struct WriteTx {
-    pub(crate) tx: Transaction<'static, Sqlite>,
-    _turn: tokio::sync::OwnedMutexGuard<()>,
+    writer: Option<tokio::sync::OwnedMutexGuard<Writer>>,
 }
 
 impl WriteTx {
-    pub(crate) async fn commit(self) -> Result<()> {
-        self.tx.commit().await.map_err(db_err)
+    pub(crate) fn conn(&mut self) -> &mut SqliteConnection {
+        &mut self.writer.as_mut().expect("a transaction until it ends").conn
+    }
+
+    pub(crate) async fn commit(mut self) -> Result<()> {
+        let writer = self.writer.as_mut().expect("a transaction until it ends");
+        writer.run("COMMIT").await?;
+        writer.open = false;
+        Ok(())
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        let Some(mut writer) = self.writer.take().filter(|w| w.open) else { return };
+        // Roll back now, so SQLite's write lock is not held until this process writes again;
+        // the turn passes on once that is done.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if writer.run("ROLLBACK").await.is_ok() {
+                    writer.open = false;
+                }
+            });
+        }
     }
 }
 
@@ -97,7 +134,12 @@ impl SqliteStore {
             .map_err(|e| StoreError::Backend(format!("sqlite migrations failed: {e}")))?;
         let checkpointer = crate::wal::spawn_checkpointer(pool.clone(), path.to_path_buf(), BUSY_TIMEOUT);
         let keystamp = crate::keystamp::KeyStamp::beside(path);
-        Ok(Self { pool, commits: Arc::new(watch::Sender::new(0)), checkpointer, writer: Arc::default(), keystamp, sessions: Arc::default() })
+        let conn = match options.connect().await {
+            Ok(conn) => conn,
+            Err(e) => return Err(StoreError::Backend(format!("cannot open the sqlite database: {e}"))),
+        };
+        let writer = Arc::new(tokio::sync::Mutex::new(Writer { conn, open: false }));
+        Ok(Self { pool, commits: Arc::new(watch::Sender::new(0)), checkpointer, writer, keystamp, sessions: Arc::default() })
     }
 
     /// Starts a write transaction. `BEGIN IMMEDIATE` takes SQLite's write lock up front (a
@@ -105,10 +147,20 @@ impl SqliteStore {
     /// before that, writers of this process wait their turn on an async mutex, because
     /// SQLite's own busy handler makes a blocked writer sleep and retry, which under contention
     /// costs far more than queueing.
+    ///
+    /// Every write transaction of this process runs on one connection, kept for the store's
+    /// life: its page cache stays warm, where a pooled connection would find it stale after
+    /// every other connection's write.
     pub(crate) async fn begin_write(&self) -> Result<WriteTx> {
-        let turn = Arc::clone(&self.writer).lock_owned().await;
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
-        Ok(WriteTx { tx, _turn: turn })
+        let mut writer = Arc::clone(&self.writer).lock_owned().await;
+        if writer.open {
+            // The last transaction was dropped where no task could roll it back.
+            writer.run("ROLLBACK").await?;
+            writer.open = false;
+        }
+        writer.run("BEGIN IMMEDIATE").await?;
+        writer.open = true;
+        Ok(WriteTx { writer: Some(writer) })
     }
 
     /// The pool, for callers that need raw access (tests, maintenance).
@@ -154,11 +206,11 @@ struct SqliteUnitOfWork {
 impl UnitOfWork for SqliteUnitOfWork {
     async fn update_session_state(&mut self, id: &SessionId, update: &SessionStateUpdate) -> Result<Option<StateChange>> {
         self.writing.push(self.sessions.writing(id));
-        sessions::update_state(&mut self.tx.tx, id, update).await
+        sessions::update_state(self.tx.conn(), id, update).await
     }
 
     async fn append_event(&mut self, event: &NewEvent) -> Result<Event> {
-        let event = events::insert(&mut self.tx.tx, event).await?;
+        let event = events::insert(self.tx.conn(), event).await?;
         self.appended = true;
         Ok(event)
     }

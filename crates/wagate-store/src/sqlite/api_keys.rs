@@ -45,11 +45,11 @@ impl ApiKeyStore for SqliteStore {
     async fn bootstrap(&self, key: &ApiKeyRecord) -> Result<bool> {
         // The write lock is taken up front, so two bootstraps cannot both read an empty database.
         let mut tx = self.begin_write().await?;
-        let taken: bool = sqlx::query_scalar(sql::ANY_ORG_OR_KEY).fetch_one(&mut *tx.tx).await.map_err(db_err)?;
+        let taken: bool = sqlx::query_scalar(sql::ANY_ORG_OR_KEY).fetch_one(tx.conn()).await.map_err(db_err)?;
         if taken {
             return Ok(false);
         }
-        insert_key(&mut tx.tx, key).await?;
+        insert_key(tx.conn(), key).await?;
         tx.commit().await?;
         self.keys_changed();
         Ok(true)
@@ -57,7 +57,7 @@ impl ApiKeyStore for SqliteStore {
 
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        insert_key(&mut tx.tx, key).await?;
+        insert_key(tx.conn(), key).await?;
         tx.commit().await?;
         self.keys_changed();
         Ok(())

@@ -58,7 +58,7 @@ pub(super) async fn update_state(
 impl SessionStore for SqliteStore {
     async fn insert_session(&self, new: &NewSession) -> Result<Session> {
         let mut tx = self.begin_write().await?;
-        super::api_keys::ensure_org(&mut tx.tx, &new.org, new.created_at).await?;
+        super::api_keys::ensure_org(tx.conn(), &new.org, new.created_at).await?;
         let session = sqlx::query_as::<_, SessionRow>(sql::INSERT_SESSION)
             .bind(new.id.as_str())
             .bind(new.org.as_str())
@@ -69,11 +69,11 @@ impl SessionStore for SqliteStore {
             .bind(new.desired_running)
             .bind(new.created_at)
             .bind(new.device_name.as_deref())
-            .fetch_one(&mut *tx.tx)
+            .fetch_one(tx.conn())
             .await
             .map_err(db_err)?
             .into_session()?;
-        events::insert(&mut tx.tx, &NewEvent::session_status(&session.org, &session.id, session.status, None, None)).await?;
+        events::insert(tx.conn(), &NewEvent::session_status(&session.org, &session.id, session.status, None, None)).await?;
         tx.commit().await?;
         self.commits.send_modify(|n| *n += 1);
         Ok(session)
