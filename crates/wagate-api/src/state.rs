@@ -7,7 +7,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 use wagate_auth::Authenticator;
 use wagate_core::{Capability, Principal, Session, SessionId};
-use wagate_engine::supervisor::Supervisor;
+use wagate_runtime::supervisor::Supervisor;
 use wagate_store::prelude::*;
 
 use crate::error::{ApiError, ApiResult};

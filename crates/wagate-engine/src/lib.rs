@@ -1,7 +1,7 @@
 //! The engine boundary.
 //!
-//! An [`Engine`] knows how to run one kind of session (`whatsapp` or `sandbox`). The
-//! [`supervisor::Supervisor`] owns every running session, calls the engine, and turns the
+//! An [`Engine`] knows how to run one kind of session (`whatsapp` or `sandbox`). The runtime's
+//! supervisor (`wagate-runtime`) owns every running session, calls the engine, and turns the
 //! engine's events into status changes in the store. Nothing above this crate knows which
 //! engine library sits below it.
 
@@ -12,9 +12,8 @@ use async_trait::async_trait;
 use wagate_core::{EngineKind, Identity, OrgId, Phone, SessionId, Timestamp};
 
 pub mod sandbox;
-pub mod supervisor;
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 /// What an engine needs to run one session.
 #[derive(Debug, Clone)]

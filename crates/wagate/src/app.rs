@@ -10,7 +10,7 @@ use wagate_api::{AppState, HttpLimits, Metrics};
 use wagate_auth::Authenticator;
 use wagate_auth::jwt::{JwtConfig, JwtVerifier};
 use wagate_core::{ApiKeyId, ApiKeyRecord, Capabilities, OrgId};
-use wagate_engine::supervisor::{Supervisor, SupervisorConfig};
+use wagate_runtime::supervisor::{Supervisor, SupervisorConfig};
 use wagate_runtime::{EventConfig, EventHub};
 use wagate_store::prelude::*;
 

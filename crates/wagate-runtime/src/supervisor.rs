@@ -28,8 +28,8 @@ use wagate_core::{EngineKind, Identity, Phone, Session, SessionId, SessionStatus
 use wagate_store::prelude::*;
 use wagate_store::{IdentityUpdate, SessionStateUpdate, StoreError};
 
-use crate::sandbox::SandboxControl;
-use crate::{Engine, EngineError, EngineEvent, EngineSession, EventSink, PairingCode, QrCode, SessionSpec};
+use wagate_engine::sandbox::SandboxControl;
+use wagate_engine::{Engine, EngineError, EngineEvent, EngineSession, EventSink, PairingCode, QrCode, SessionSpec};
 
 /// `status_reason` written when the QR codes of a pairing attempt ran out.
 pub const REASON_QR_EXHAUSTED: &str = "qr_codes_exhausted";
@@ -801,8 +801,9 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use super::*;
-    use crate::sandbox::{SandboxConfig, SandboxEngine};
     use crate::testing::*;
+    use wagate_engine::sandbox::{SandboxConfig, SandboxEngine};
+    use wagate_engine::testing::*;
 
     struct Fixture {
         store: Arc<dyn Store>,
