@@ -20,7 +20,7 @@ use wagate_auth::jwt::{JwtConfig, JwtVerifier};
 use wagate_auth::testing::{TestKey, claims, jwks, sign};
 use wagate_core::{ApiKeyId, ApiKeyRecord, Capabilities, EngineKind, InstanceId, NewSession, OrgId, SessionId, SessionStatus};
 use wagate_engine::Engine;
-use wagate_engine::sandbox::SandboxEngine;
+use wagate_sandbox::SandboxEngine;
 use wagate_runtime::supervisor::{Supervisor, SupervisorConfig};
 
 struct Fixture {

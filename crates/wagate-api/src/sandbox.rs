@@ -9,7 +9,7 @@ use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use wagate_core::{Capability, EngineKind};
-use wagate_engine::sandbox::SandboxControl;
+use wagate_sandbox::SandboxControl;
 
 use crate::custom::{Call, Methods, split_segment};
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};

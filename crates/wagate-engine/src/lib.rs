@@ -1,17 +1,18 @@
 //! The engine boundary.
 //!
-//! An [`Engine`] knows how to run one kind of session (`whatsapp` or `sandbox`). The runtime's
-//! supervisor (`wagate-runtime`) owns every running session, calls the engine, and turns the
-//! engine's events into status changes in the store. Nothing above this crate knows which
-//! engine library sits below it.
+//! An [`Engine`] knows how to run one kind of session (`whatsapp`, `sandbox`); the engines live
+//! in crates of their own (`wagate-whatsapp`, `wagate-sandbox`), peers below this boundary. The
+//! runtime's supervisor (`wagate-runtime`) owns every running session, calls the engine, and
+//! turns the engine's events into status changes in the store. Nothing above this crate knows
+//! which engine library sits below it, and nothing here knows about storage.
 
+use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use wagate_core::{EngineKind, Identity, OrgId, Phone, SessionId, Timestamp};
 
-pub mod sandbox;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
@@ -107,10 +108,10 @@ pub trait EngineSession: Send + Sync + 'static {
     async fn logout(&self) -> Result<(), EngineError>;
     /// Disconnects cleanly, keeping the keys, and waits until the connection is closed.
     async fn stop(&self);
-    /// The sandbox controls, for sandbox sessions only.
-    fn sandbox(&self) -> Option<&dyn sandbox::SandboxControl> {
-        None
-    }
+    /// The session as [`Any`], so that an engine's crate can reach its own session type (and
+    /// controls only that engine has, such as the sandbox's) without a slot here. Implement it
+    /// as `self`.
+    fn as_any(&self) -> &dyn Any;
 }
 
 /// One kind of engine.

@@ -8,7 +8,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use wagate_core::{Phone, SessionId};
 
-use crate::sandbox::SandboxConfig;
 use crate::{EngineEvent, EventSink};
 
 /// Deadline of every wait in the tests: far above what anything needs, even on a loaded machine.
@@ -27,17 +26,6 @@ where
         }
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-pub fn fast_sandbox() -> SandboxConfig {
-    SandboxConfig {
-        qr_first_ttl: Duration::from_secs(60),
-        qr_next_ttl: Duration::from_secs(20),
-        qr_count: 6,
-        pairing_code_ttl: Duration::from_secs(180),
-        reconnect_delay: Duration::from_millis(50),
-        connect_delay: Duration::from_millis(5),
     }
 }
 

@@ -26,9 +26,9 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use wagate_core::{EngineKind, Identity, Phone, Session, SessionId, SessionStatus};
 use wagate_store::prelude::*;
+use wagate_sandbox::SandboxControl;
 use wagate_store::{IdentityUpdate, SessionStateUpdate, StoreError};
 
-use wagate_engine::sandbox::SandboxControl;
 use wagate_engine::{Engine, EngineError, EngineEvent, EngineSession, EventSink, PairingCode, QrCode, SessionSpec};
 
 /// `status_reason` written when the QR codes of a pairing attempt ran out.
@@ -109,7 +109,7 @@ pub struct SandboxHandle(Arc<dyn EngineSession>);
 
 impl SandboxHandle {
     fn control(&self) -> Result<&dyn SandboxControl, EngineError> {
-        self.0.sandbox().ok_or_else(|| EngineError::Internal("not a sandbox session".into()))
+        wagate_sandbox::control(self.0.as_ref()).ok_or_else(|| EngineError::Internal("not a sandbox session".into()))
     }
 }
 
@@ -556,7 +556,7 @@ impl Supervisor {
             return Err(SupervisorError::NotSandbox);
         }
         let es = run.engine_session.get().ok_or_else(|| SupervisorError::Conflict("session is starting".into()))?;
-        if es.sandbox().is_none() {
+        if wagate_sandbox::control(es.as_ref()).is_none() {
             return Err(SupervisorError::NotSandbox);
         }
         Ok(SandboxHandle(Arc::clone(es)))
@@ -802,8 +802,9 @@ mod tests {
 
     use super::*;
     use crate::testing::*;
-    use wagate_engine::sandbox::{SandboxConfig, SandboxEngine};
     use wagate_engine::testing::*;
+    use wagate_sandbox::testing::fast_sandbox;
+    use wagate_sandbox::{SandboxConfig, SandboxEngine};
 
     struct Fixture {
         store: Arc<dyn Store>,

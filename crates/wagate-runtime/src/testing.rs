@@ -85,6 +85,9 @@ impl EngineSession for FakeSession {
     async fn stop(&self) {
         self.stops.fetch_add(1, Ordering::SeqCst);
     }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }
 
 #[async_trait]

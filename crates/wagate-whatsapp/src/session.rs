@@ -207,6 +207,10 @@ impl EngineSession for WhatsappSession {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }
 
 fn not_running() -> EngineError {

@@ -1,4 +1,5 @@
-//! The sandbox engine: a simulated WhatsApp network inside the gateway.
+//! The `sandbox` engine of wagate: a simulated WhatsApp network inside the gateway, a peer
+//! of the real engine (`wagate-whatsapp`).
 //!
 //! A sandbox session goes through the same states as a real one (QR codes that rotate and run
 //! out, phone pairing codes, pairing, connecting, dropped connections, unlinking), driven by
@@ -9,6 +10,9 @@
 //! every background task checks, under that lock, that it still belongs to the current link
 //! attempt (its *epoch*) before emitting. So a QR rotation can never land after `Paired`, and
 //! nothing is emitted once `stop()` has begun.
+//!
+//! The phone-side controls are this crate's own trait, [`SandboxControl`]; the engine boundary
+//! knows nothing of them. Whoever holds a running session finds them with [`control`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,7 +27,15 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use wagate_core::{EngineKind, Identity, OrgId, Phone, SessionId, Timestamp};
 
-use crate::{Engine, EngineError, EngineEvent, EngineSession, EventSink, PairingCode, QrCode, SessionSpec};
+use wagate_engine::{Engine, EngineError, EngineEvent, EngineSession, EventSink, PairingCode, QrCode, SessionSpec};
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+/// The sandbox controls of a running session, if it is a sandbox session.
+pub fn control(session: &dyn EngineSession) -> Option<&dyn SandboxControl> {
+    session.as_any().downcast_ref::<SandboxSession>().map(|s| s as &dyn SandboxControl)
+}
 
 /// The phone-side controls of a sandbox session (the `sandbox:*` routes).
 ///
@@ -442,8 +454,8 @@ impl EngineSession for SandboxSession {
         self.inner.shutdown().await;
     }
 
-    fn sandbox(&self) -> Option<&dyn SandboxControl> {
-        Some(self)
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 
@@ -532,7 +544,8 @@ impl SandboxControl for SandboxSession {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{RecordingSink, fast_sandbox, phone};
+    use crate::testing::fast_sandbox;
+    use wagate_engine::testing::{RecordingSink, phone};
 
     fn spec(identity: Option<Identity>) -> SessionSpec {
         SessionSpec { id: SessionId::generate(), org: OrgId::parse("acme").unwrap(), identity, device_name: None }
@@ -609,7 +622,7 @@ mod tests {
     async fn scan_pairs_then_connects_and_refuses_a_second_scan() {
         let (session, sink) = start(fast_sandbox(), None).await;
         sink.wait_for(1).await;
-        let control = session.sandbox().expect("sandbox controls");
+        let control = control(&*session).expect("sandbox controls");
         control.scan_qr(phone("628123456789"), Some("Support".into()), None).await.unwrap();
         let events = sink.events();
         assert_eq!(events.len(), 3, "{events:?}");
@@ -636,7 +649,7 @@ mod tests {
             let sink = Arc::new(RecordingSink::default());
             let session = engine.start(spec(None), sink.clone()).await.unwrap();
             sink.wait_for(1).await;
-            session.sandbox().unwrap().scan_qr(phone("4915112345678"), None, Some(platform.into())).await.unwrap();
+            control(&*session).unwrap().scan_qr(phone("4915112345678"), None, Some(platform.into())).await.unwrap();
             let EngineEvent::Paired(identity) = &sink.events()[1] else { panic!() };
             assert_eq!(identity.platform.as_deref(), Some(platform));
             assert_eq!(identity.push_name, None);
@@ -650,7 +663,7 @@ mod tests {
     async fn scanning_needs_a_shown_qr_code() {
         let config = SandboxConfig { connect_delay: Duration::from_secs(3600), ..fast_sandbox() };
         let (session, sink) = start(config, None).await;
-        let err = session.sandbox().unwrap().scan_qr(phone("628123456789"), None, None).await.unwrap_err();
+        let err = control(&*session).unwrap().scan_qr(phone("628123456789"), None, None).await.unwrap_err();
         assert!(matches!(err, EngineError::InvalidState(_)), "{err:?}");
         session.stop().await;
         assert!(sink.events().is_empty());
@@ -659,7 +672,7 @@ mod tests {
     #[tokio::test]
     async fn pairing_codes_have_the_whatsapp_format_and_pair_with_the_requested_phone() {
         let (session, sink) = start(fast_sandbox(), None).await;
-        let control = session.sandbox().unwrap();
+        let control = control(&*session).unwrap();
         let err = control.enter_pairing_code("ABCD-1234").await.unwrap_err();
         assert!(matches!(err, EngineError::Invalid { field: "code", .. }), "no code requested: {err:?}");
 
@@ -693,7 +706,7 @@ mod tests {
         let (session, _sink) = start(config, None).await;
         let code = session.request_pairing_code(&phone("628111222333")).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let err = session.sandbox().unwrap().enter_pairing_code(&code.code).await.unwrap_err();
+        let err = control(&*session).unwrap().enter_pairing_code(&code.code).await.unwrap_err();
         match err {
             EngineError::Invalid { field: "code", message } => assert!(message.contains("expired"), "{message}"),
             other => panic!("{other:?}"),
@@ -705,7 +718,7 @@ mod tests {
     async fn disconnect_reconnects_a_paired_session() {
         let (session, sink) = start(fast_sandbox(), Some(some_identity())).await;
         sink.wait_for(1).await;
-        session.sandbox().unwrap().disconnect().await.unwrap();
+        control(&*session).unwrap().disconnect().await.unwrap();
         assert_eq!(
             sink.events()[1],
             EngineEvent::Reconnecting {
@@ -722,7 +735,7 @@ mod tests {
     async fn disconnect_of_an_unpaired_session_shows_new_qr_codes() {
         let (session, sink) = start(fast_sandbox(), None).await;
         let first = qr_of(&sink.wait_for(1).await[0]).clone();
-        session.sandbox().unwrap().disconnect().await.unwrap();
+        control(&*session).unwrap().disconnect().await.unwrap();
         assert!(matches!(sink.events()[1], EngineEvent::Reconnecting { attempt: 1, .. }));
         let events = sink.wait_for(3).await;
         assert_ne!(qr_of(&events[2]).code, first.code);
@@ -733,7 +746,7 @@ mod tests {
     async fn unlink_logs_out_and_needs_a_paired_session() {
         let (session, sink) = start(fast_sandbox(), None).await;
         sink.wait_for(1).await;
-        let control = session.sandbox().unwrap();
+        let control = control(&*session).unwrap();
         assert!(matches!(control.unlink().await, Err(EngineError::InvalidState(_))));
         control.scan_qr(phone("628123456789"), None, None).await.unwrap();
         control.unlink().await.unwrap();
@@ -766,7 +779,7 @@ mod tests {
         let config = SandboxConfig { reconnect_delay: Duration::from_millis(100), ..fast_sandbox() };
         let (session, sink) = start(config, Some(some_identity())).await;
         sink.wait_for(1).await;
-        session.sandbox().unwrap().disconnect().await.unwrap();
+        control(&*session).unwrap().disconnect().await.unwrap();
         session.stop().await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(sink.events().len(), 2, "{:?}", sink.events());
