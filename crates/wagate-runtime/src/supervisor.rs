@@ -29,7 +29,9 @@ use wagate_store::prelude::*;
 use wagate_sandbox::SandboxControl;
 use wagate_store::{IdentityUpdate, SessionStateUpdate, StoreError};
 
-use wagate_engine::{Engine, EngineError, EngineEvent, EngineSession, EventSink, PairingCode, QrCode, SessionSpec};
+use wagate_engine::{
+    Engine, EngineError, EngineEvent, EngineSession, EventSink, PairingCode, QrCode, SessionOutput, SessionSpec,
+};
 
 /// `status_reason` written when the QR codes of a pairing attempt ran out.
 pub const REASON_QR_EXHAUSTED: &str = "qr_codes_exhausted";
@@ -337,10 +339,12 @@ impl Supervisor {
             identity: row.identity.clone(),
             device_name: row.device_name.clone(),
         };
-        let sink: Arc<dyn EventSink> = Arc::new(RunSink { supervisor: self.me.clone(), generation });
+        // Lifecycle events come back to this run; traffic has nowhere to go until the messaging
+        // services exist (issue 10), and no engine produces any yet.
+        let output = SessionOutput::new(Arc::new(RunSink { supervisor: self.me.clone(), generation }));
         let started = {
             let _permit = self.start_permits.acquire().await.expect("the semaphore is never closed");
-            engine.start(spec, sink).await
+            engine.start(spec, output).await
         };
 
         let engine_session = match started {
@@ -531,6 +535,7 @@ impl Supervisor {
             return Err(SupervisorError::AlreadyPaired);
         }
         let es = run.engine_session.get().ok_or_else(|| SupervisorError::Conflict("session is starting".into()))?;
+        let pairing = es.pairing().ok_or(EngineError::Unsupported("pairing codes"))?;
         let mut rx = run.qr.subscribe();
         let went_down = async {
             while !run.upstream_down.load(Ordering::Acquire) {
@@ -540,7 +545,7 @@ impl Supervisor {
             }
         };
         tokio::select! {
-            code = es.request_pairing_code(phone) => Ok(code?),
+            code = pairing.request_pairing_code(phone) => Ok(code?),
             () = went_down => Err(upstream_down()),
         }
     }

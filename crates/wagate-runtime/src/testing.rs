@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use wagate_core::{EngineKind, InstanceId, NewSession, OrgId, Phone, Session, SessionId, SessionStatus};
-use wagate_engine::{Engine, EngineError, EngineSession, EventSink, PairingCode, SessionSpec};
+use wagate_core::{EngineKind, InstanceId, NewSession, OrgId, Session, SessionId, SessionStatus};
+use wagate_engine::{Engine, EngineError, EngineSession, SessionOutput, SessionSpec};
 use wagate_store::prelude::*;
 
 /// A fresh SQLite store in a temporary directory, which must outlive the store.
@@ -75,9 +75,6 @@ pub struct FakeSession {
 
 #[async_trait]
 impl EngineSession for FakeSession {
-    async fn request_pairing_code(&self, _phone: &Phone) -> Result<PairingCode, EngineError> {
-        Err(EngineError::Unsupported("pairing codes"))
-    }
     async fn logout(&self) -> Result<(), EngineError> {
         self.logouts.fetch_add(1, Ordering::SeqCst);
         Ok(())
@@ -96,7 +93,7 @@ impl Engine for CountingEngine {
         self.kind
     }
 
-    async fn start(&self, spec: SessionSpec, _events: Arc<dyn EventSink>) -> Result<Arc<dyn EngineSession>, EngineError> {
+    async fn start(&self, spec: SessionSpec, _output: SessionOutput) -> Result<Arc<dyn EngineSession>, EngineError> {
         self.specs.lock().unwrap().push(spec);
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
@@ -136,8 +133,8 @@ impl<E: Engine> Engine for PurgeCounting<E> {
         self.inner.kind()
     }
 
-    async fn start(&self, spec: SessionSpec, events: Arc<dyn EventSink>) -> Result<Arc<dyn EngineSession>, EngineError> {
-        self.inner.start(spec, events).await
+    async fn start(&self, spec: SessionSpec, output: SessionOutput) -> Result<Arc<dyn EngineSession>, EngineError> {
+        self.inner.start(spec, output).await
     }
 
     async fn purge(&self, id: &SessionId) -> Result<(), EngineError> {

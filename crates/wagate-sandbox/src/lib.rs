@@ -27,7 +27,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use wagate_core::{EngineKind, Identity, OrgId, Phone, SessionId, Timestamp};
 
-use wagate_engine::{Engine, EngineError, EngineEvent, EngineSession, EventSink, PairingCode, QrCode, SessionSpec};
+use wagate_engine::{
+    Engine, EngineError, EngineEvent, EngineSession, EventSink, Pairing, PairingCode, QrCode, SessionOutput, SessionSpec,
+};
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -146,14 +148,14 @@ impl Engine for SandboxEngine {
         EngineKind::Sandbox
     }
 
-    async fn start(&self, spec: SessionSpec, events: Arc<dyn EventSink>) -> Result<Arc<dyn EngineSession>, EngineError> {
+    async fn start(&self, spec: SessionSpec, output: SessionOutput) -> Result<Arc<dyn EngineSession>, EngineError> {
         let paired = spec.identity.is_some();
         let inner = Arc::new(Inner {
             id: spec.id,
             org: spec.org,
             config: self.config.clone(),
             network: Arc::clone(&self.network),
-            events,
+            events: output.events,
             keys: DeviceKeys::generate(),
             epoch: watch::Sender::new(FIRST_EPOCH),
             emit_lock: tokio::sync::Mutex::new(()),
@@ -430,15 +432,6 @@ impl Drop for SandboxSession {
 
 #[async_trait]
 impl EngineSession for SandboxSession {
-    async fn request_pairing_code(&self, phone: &Phone) -> Result<PairingCode, EngineError> {
-        self.inner.check_pairable()?;
-        let code = new_pairing_code();
-        let (expires, expires_at) = deadline(self.inner.config.pairing_code_ttl);
-        lock(&self.inner.state).pending_code =
-            Some(PendingCode { code: normalize_code(&code), phone: phone.clone(), expires });
-        Ok(PairingCode { code, expires_at })
-    }
-
     /// Ends the simulated link (the identity is forgotten; the supervisor clears the stored one).
     async fn logout(&self) -> Result<(), EngineError> {
         let _order = self.inner.emit_lock.lock().await;
@@ -454,8 +447,24 @@ impl EngineSession for SandboxSession {
         self.inner.shutdown().await;
     }
 
+    fn pairing(&self) -> Option<&dyn Pairing> {
+        Some(self)
+    }
+
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+}
+
+#[async_trait]
+impl Pairing for SandboxSession {
+    async fn request_pairing_code(&self, phone: &Phone) -> Result<PairingCode, EngineError> {
+        self.inner.check_pairable()?;
+        let code = new_pairing_code();
+        let (expires, expires_at) = deadline(self.inner.config.pairing_code_ttl);
+        lock(&self.inner.state).pending_code =
+            Some(PendingCode { code: normalize_code(&code), phone: phone.clone(), expires });
+        Ok(PairingCode { code, expires_at })
     }
 }
 
@@ -554,7 +563,7 @@ mod tests {
     async fn start(config: SandboxConfig, identity: Option<Identity>) -> (Arc<dyn EngineSession>, Arc<RecordingSink>) {
         let engine = SandboxEngine::new(config);
         let sink = Arc::new(RecordingSink::default());
-        let session = engine.start(spec(identity), sink.clone()).await.unwrap();
+        let session = engine.start(spec(identity), SessionOutput::new(sink.clone())).await.unwrap();
         (session, sink)
     }
 
@@ -637,7 +646,8 @@ mod tests {
         assert_eq!(events[2], EngineEvent::Connected);
 
         assert!(matches!(control.scan_qr(phone("628123456789"), None, None).await, Err(EngineError::AlreadyPaired)));
-        assert!(matches!(session.request_pairing_code(&phone("628123456789")).await, Err(EngineError::AlreadyPaired)));
+        let pairing = session.pairing().expect("pairing");
+        assert!(matches!(pairing.request_pairing_code(&phone("628123456789")).await, Err(EngineError::AlreadyPaired)));
         session.stop().await;
     }
 
@@ -647,7 +657,7 @@ mod tests {
         let mut lids = Vec::new();
         for platform in ["iphone", "smba"] {
             let sink = Arc::new(RecordingSink::default());
-            let session = engine.start(spec(None), sink.clone()).await.unwrap();
+            let session = engine.start(spec(None), SessionOutput::new(sink.clone())).await.unwrap();
             sink.wait_for(1).await;
             control(&*session).unwrap().scan_qr(phone("4915112345678"), None, Some(platform.into())).await.unwrap();
             let EngineEvent::Paired(identity) = &sink.events()[1] else { panic!() };
@@ -676,7 +686,7 @@ mod tests {
         let err = control.enter_pairing_code("ABCD-1234").await.unwrap_err();
         assert!(matches!(err, EngineError::Invalid { field: "code", .. }), "no code requested: {err:?}");
 
-        let code = session.request_pairing_code(&phone("628111222333")).await.unwrap();
+        let code = session.pairing().expect("pairing").request_pairing_code(&phone("628111222333")).await.unwrap();
         assert_eq!(code.code.len(), 9);
         let (a, b) = code.code.split_once('-').unwrap();
         assert!(a.len() == 4 && b.len() == 4);
@@ -704,7 +714,7 @@ mod tests {
     async fn an_expired_pairing_code_is_refused() {
         let config = SandboxConfig { pairing_code_ttl: Duration::from_millis(20), ..fast_sandbox() };
         let (session, _sink) = start(config, None).await;
-        let code = session.request_pairing_code(&phone("628111222333")).await.unwrap();
+        let code = session.pairing().expect("pairing").request_pairing_code(&phone("628111222333")).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         let err = control(&*session).unwrap().enter_pairing_code(&code.code).await.unwrap_err();
         match err {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::{Semaphore, mpsc};
 use wagate_core::{EngineKind, SessionId};
-use wagate_engine::{Engine, EngineError, EngineSession, EventSink, SessionSpec};
+use wagate_engine::{Engine, EngineError, EngineSession, SessionOutput, SessionSpec};
 use whatsapp_rust::bot::Bot;
 use whatsapp_rust::store::SqliteStore;
 use whatsapp_rust::wacore::store::DevicePropsOverride;
@@ -66,7 +66,7 @@ impl Engine for WhatsappEngine {
         EngineKind::Whatsapp
     }
 
-    async fn start(&self, spec: SessionSpec, events: Arc<dyn EventSink>) -> Result<Arc<dyn EngineSession>, EngineError> {
+    async fn start(&self, spec: SessionSpec, output: SessionOutput) -> Result<Arc<dyn EngineSession>, EngineError> {
         let path = self.cfg.store_path(spec.id.as_str());
         if let Some(dir) = path.parent() {
             tokio::fs::create_dir_all(dir)
@@ -99,7 +99,7 @@ impl Engine for WhatsappEngine {
         let session = WhatsappSession::spawn(Parts {
             id: spec.id,
             cfg: Arc::clone(&self.cfg),
-            sink: events,
+            sink: output.events,
             gate: Arc::clone(&self.gate),
             slot,
             bot,

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use wagate_core::{Identity, Phone, SessionId};
-use wagate_engine::{EngineError, EngineEvent, EngineSession, EventSink, PairingCode};
+use wagate_engine::{EngineError, EngineEvent, EngineSession, EventSink, Pairing, PairingCode};
 use whatsapp_rust::Client;
 use whatsapp_rust::bot::Bot;
 use whatsapp_rust::pair_code::{PairCodeError, PairCodeOptions, PairCodeRejection};
@@ -129,7 +129,7 @@ impl WhatsappSession {
 }
 
 #[async_trait]
-impl EngineSession for WhatsappSession {
+impl Pairing for WhatsappSession {
     async fn request_pairing_code(&self, phone: &Phone) -> Result<PairingCode, EngineError> {
         let client = self.client().filter(|_| self.is_running()).ok_or_else(not_running)?;
         if self.shared.paired.load(Ordering::Acquire) || client.pn().is_some() {
@@ -160,6 +160,10 @@ impl EngineSession for WhatsappSession {
         *lock(&self.shared.pending_code) = Some((phone.clone(), code.clone()));
         Ok(code)
     }
+}
+
+#[async_trait]
+impl EngineSession for WhatsappSession {
 
     async fn logout(&self) -> Result<(), EngineError> {
         let Some(client) = self.client() else {
@@ -206,6 +210,10 @@ impl EngineSession for WhatsappSession {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    fn pairing(&self) -> Option<&dyn Pairing> {
+        Some(self)
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
