@@ -7,6 +7,7 @@
 
 mod config;
 mod engine;
+mod lane;
 mod mapping;
 mod session;
 mod transport;
