@@ -11,7 +11,7 @@ use serde::Deserialize;
 use wagate_core::Capability;
 use wagate_runtime::SandboxAction;
 
-use crate::custom::{Call, Methods, split_segment};
+use crate::custom::{Call, Incoming, Methods, split_segment};
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::parse_json;
 use crate::sessions::{SessionView, parse_phone};
@@ -127,13 +127,11 @@ fn methods() -> &'static Methods {
 /// Any method on `/api/v1/sessions/{session}/{action}`: `sandbox:<verb>`, or 404.
 pub async fn dispatch(
     State(state): State<AppState>,
-    method: Method,
     Path((id, action)): Path<(String, String)>,
-    auth: Result<Auth, ApiError>,
-    body: axum::body::Bytes,
+    req: Incoming,
 ) -> ApiResult<Response> {
     match split_segment(&action) {
-        ("sandbox", Some(verb)) => methods().dispatch(state, &method, &id, Some(verb), auth, body).await,
+        ("sandbox", Some(verb)) => methods().dispatch(state, &id, Some(verb), req).await,
         _ => Err(ApiError::not_found("route not found")),
     }
 }

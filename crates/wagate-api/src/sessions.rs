@@ -12,7 +12,7 @@ use wagate_runtime::CreateSession;
 use wagate_store::{PageRequest, SessionSettings};
 
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
-use crate::custom::{Call, Methods, split_segment};
+use crate::custom::{Call, Incoming, Methods, split_segment};
 use crate::extract::{ApiJson, RawQuery, decode_page_token, encode_page_token, page_size, parse_json};
 use crate::qr;
 use crate::state::{AppState, Auth};
@@ -457,15 +457,9 @@ fn methods() -> &'static Methods {
 }
 
 /// Any method on `/api/v1/sessions/{segment}`: the session itself or one of its custom methods.
-pub async fn segment(
-    State(state): State<AppState>,
-    method: Method,
-    Path(segment): Path<String>,
-    auth: Result<Auth, ApiError>,
-    body: axum::body::Bytes,
-) -> ApiResult<Response> {
+pub async fn segment(State(state): State<AppState>, Path(segment): Path<String>, req: Incoming) -> ApiResult<Response> {
     let (id, verb) = split_segment(&segment);
-    methods().dispatch(state, &method, id, verb, auth, body).await
+    methods().dispatch(state, id, verb, req).await
 }
 
 /// The body of a method that takes none: empty or `{}`; anything else is worth reporting.
