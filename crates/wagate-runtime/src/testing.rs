@@ -39,7 +39,8 @@ pub async fn row(store: &Arc<dyn Store>, id: &SessionId) -> Session {
 }
 
 /// A fake engine (of any kind) whose starts take `start_delay` and are counted, with the most
-/// starts ever in flight at once; its sessions count their stops.
+/// starts ever in flight at once; its sessions count their stops and offer no ability (a pairing
+/// code request is `Unsupported`).
 pub struct CountingEngine {
     pub kind: EngineKind,
     pub start_delay: Duration,

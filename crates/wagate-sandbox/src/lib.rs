@@ -64,9 +64,10 @@ pub trait SandboxControl: Send + Sync {
     async fn unlink(&self) -> Result<(), EngineError>;
 
     // Inbound messages (`sandbox:receive`) belong to the messaging issue: a
-    // `receive(from, message)` method goes here, emitting a message event through the session's
-    // `EventSink`, and the shared [`SandboxEngine`] network (see `Network`) routes messages
-    // between sandbox sessions of one organization by phone number.
+    // `receive(from, message)` method goes here, delivering the message as `Traffic` through the
+    // session's `TrafficSink` (traffic is not a lifecycle event), and the shared
+    // [`SandboxEngine`] network (see `Network`) routes messages between sandbox sessions of one
+    // organization by phone number.
 }
 
 /// Timings of the simulated network.
