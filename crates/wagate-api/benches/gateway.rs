@@ -20,8 +20,8 @@ use wagate_auth::jwt::{JwtConfig, JwtVerifier};
 use wagate_auth::testing::{TestKey, claims, jwks, sign};
 use wagate_core::{ApiKeyId, ApiKeyRecord, Capabilities, EngineKind, InstanceId, NewSession, OrgId, SessionId, SessionStatus};
 use wagate_engine::Engine;
-use wagate_engine::sandbox::SandboxEngine;
-use wagate_engine::supervisor::{Supervisor, SupervisorConfig};
+use wagate_sandbox::SandboxEngine;
+use wagate_runtime::supervisor::{Supervisor, SupervisorConfig};
 
 struct Fixture {
     _db: tempfile::TempDir,
@@ -71,7 +71,7 @@ async fn fixture() -> Fixture {
     let supervisor = Supervisor::new(Arc::clone(&store), engines, SupervisorConfig::default());
     let metrics = Arc::new(Metrics::default());
     let events = wagate_runtime::EventHub::start(Arc::clone(&store), Arc::clone(&metrics), Default::default()).await.unwrap();
-    let state = AppState { store, auth, supervisor, metrics, events };
+    let state = AppState::new(store, auth, supervisor, metrics, events);
     let mut c = claims("bench", "admin");
     c["exp"] = serde_json::json!(wagate_auth::testing::now_secs() + 3600 * 24);
     Fixture {

@@ -1,10 +1,11 @@
-//! Routing of AIP custom methods (`/{resource}:verb`), for any resource.
+//! Routing of AIP custom methods (`/{resource}:verb`), for any resource or collection.
 //!
 //! axum's router has no suffix captures, so a resource is routed as one path segment
-//! (`/api/v1/sessions/{segment}`) and the segment is split here on its first colon. A
-//! [`Methods`] table lists what the resource answers: the standard methods on the bare segment
-//! (`GET`, `PATCH`, `DELETE`, ...) and each custom verb with its HTTP method. Dispatch is
-//! decided before authentication, like axum's own routing:
+//! (`/api/v1/sessions/{segment}`, and collections as `/api/v1/{collection}`, for
+//! `/api/v1/events:stream`) and the segment is split here on its first colon. A [`Methods`]
+//! table lists what the resource answers: the standard methods on the bare segment (`GET`,
+//! `PATCH`, `DELETE`, ...) and each custom verb with its HTTP method. Every request is read into
+//! an [`Incoming`] first. Dispatch is decided before authentication, like axum's own routing:
 //!
 //! - a known verb (or the bare resource) with a method it does not take answers 405 with the
 //!   exact `Allow` header of that verb;
@@ -15,18 +16,47 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::http::Method;
-use axum::response::Response;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{HeaderMap, Method};
+use axum::response::{IntoResponse, Response};
 
 use crate::error::{ApiError, ApiResult};
+use crate::extract::RawQuery;
 use crate::state::{AppState, Auth};
 
+/// One request to a resource routed through a [`Methods`] table, read before the route is
+/// decided. The credential is checked, but a failure is kept until the route is known (routing
+/// comes before authentication).
+pub struct Incoming {
+    pub method: Method,
+    pub headers: HeaderMap,
+    pub query: RawQuery,
+    pub auth: Result<Auth, ApiError>,
+    pub body: Bytes,
+}
+
+impl FromRequest<AppState> for Incoming {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let auth = Auth::from_request_parts(&mut parts, state).await;
+        let query = RawQuery::from_request_parts(&mut parts, state).await.map_err(IntoResponse::into_response)?;
+        let (method, headers) = (parts.method.clone(), parts.headers.clone());
+        let body = Bytes::from_request(Request::from_parts(parts, body), state).await.map_err(IntoResponse::into_response)?;
+        Ok(Self { method, headers, query, auth, body })
+    }
+}
+
 /// What a handler in the table receives: the state, the authenticated caller, the resource id
-/// and the raw body (parse it with [`crate::extract::parse_json`]).
+/// (empty for a collection's methods), the headers, the query and the raw body (parse it with
+/// [`crate::extract::parse_json`]).
 pub struct Call {
     pub state: AppState,
     pub auth: Auth,
     pub id: String,
+    pub headers: HeaderMap,
+    pub query: RawQuery,
     pub body: Bytes,
 }
 
@@ -91,15 +121,7 @@ impl Methods {
 
     /// Routes one request: `id` is the resource id, `verb` the part after the colon (if any).
     /// The credential is checked only once the route is known.
-    pub async fn dispatch(
-        &self,
-        state: AppState,
-        method: &Method,
-        id: &str,
-        verb: Option<&str>,
-        auth: Result<Auth, ApiError>,
-        body: Bytes,
-    ) -> ApiResult<Response> {
+    pub async fn dispatch(&self, state: AppState, id: &str, verb: Option<&str>, req: Incoming) -> ApiResult<Response> {
         let Some(allow) = self.allow(verb) else {
             return Err(match verb {
                 Some(v) => ApiError::not_found(format!("unknown method `{v}`")),
@@ -109,10 +131,11 @@ impl Methods {
         let handler = self
             .entries
             .iter()
-            .find(|(v, m, _)| *v == verb && m == method)
+            .find(|(v, m, _)| *v == verb && *m == req.method)
             .map(|(_, _, h)| Arc::clone(h))
             .ok_or_else(|| ApiError::method_not_allowed(&allow))?;
-        handler(Call { state, auth: auth?, id: id.to_owned(), body }).await
+        let Incoming { headers, query, auth, body, .. } = req;
+        handler(Call { state, auth: auth?, id: id.to_owned(), headers, query, body }).await
     }
 }
 

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use wagate_engine::EngineError;
-use wagate_engine::supervisor::SupervisorError;
+use wagate_runtime::supervisor::SupervisorError;
 use wagate_store::StoreError;
 
 /// The machine-readable error codes of the contract.

@@ -5,10 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::sync::LazyLock;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, future};
@@ -16,6 +17,7 @@ use serde::Serialize;
 use wagate_core::{Capability, Event, EventId, EventType, SessionId, Timestamp};
 use wagate_store::{EventFilter, PageRequest};
 
+use crate::custom::{Call, Methods};
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::{RawQuery, decode_page_token, encode_page_token, page_size};
 use crate::state::{AppState, Auth};
@@ -156,16 +158,16 @@ pub async fn get(State(state): State<AppState>, auth: Auth, Path(raw_id): Path<S
         (status = 409, body = ErrorEnvelope, description = "The resume id is older than the retention"),
     ),
     security(("bearer" = [])))]
-pub async fn stream(State(state): State<AppState>, auth: Auth, headers: HeaderMap, query: RawQuery) -> ApiResult<Response> {
+pub async fn stream(state: &AppState, auth: &Auth, headers: &HeaderMap, query: &RawQuery) -> ApiResult<Response> {
     let principal = auth.require(Capability::Read)?;
-    let filter = filter(&query)?;
+    let filter = filter(query)?;
     let resume = match headers.get("last-event-id") {
         Some(value) => Some(value.to_str().map_err(|_| ApiError::validation("Last-Event-ID", "must be an event id (evt_…)"))?.trim()),
         None => query.get("lastEventId").map(str::trim),
     };
     let after = match resume.filter(|s| !s.is_empty()) {
         None => None,
-        Some(raw) => Some(resume_position(&state, &principal.org, raw).await?),
+        Some(raw) => Some(resume_position(state, &principal.org, raw).await?),
     };
     let events = state
         .events
@@ -180,6 +182,15 @@ pub async fn stream(State(state): State<AppState>, auth: Auth, headers: HeaderMa
         .filter_map(|item| future::ready(item.ok().map(|event| Ok::<_, Infallible>(sse_event(&event)))));
     let keep_alive = KeepAlive::new().interval(state.events.config().keep_alive);
     Ok(Sse::new(events).keep_alive(keep_alive).into_response())
+}
+
+/// The custom methods of the events collection (`/api/v1/events:verb`).
+pub fn methods() -> &'static Methods {
+    static METHODS: LazyLock<Methods> = LazyLock::new(|| {
+        Methods::new()
+            .verb("stream", Method::GET, |c: Call| async move { stream(&c.state, &c.auth, &c.headers, &c.query).await })
+    });
+    &METHODS
 }
 
 fn sse_event(event: &Event) -> SseEvent {

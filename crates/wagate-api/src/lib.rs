@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderName, StatusCode};
+use axum::response::Response;
 use axum::routing::{any, get, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -60,8 +61,8 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/api/v1/sessions/{session}/qr", get(sessions::qr))
         .route("/api/v1/sessions/{session}/me", get(sessions::me))
         .route("/api/v1/sessions/{session}/{action}", any(sandbox::dispatch))
+        .route("/api/v1/{collection}", any(collection))
         .route("/api/v1/events", get(events::list))
-        .route("/api/v1/events:stream", get(events::stream))
         .route("/api/v1/events/{event}", get(events::get))
         .route("/v2/session/me", get(wawp::session_me))
         .route("/healthz", get(ops::healthz))
@@ -74,6 +75,19 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .with_state(state.clone());
 
     with_common_layers(api, Arc::clone(&state.metrics), limits)
+}
+
+/// Any method on `/api/v1/{collection}` that no route above takes: a custom method of a
+/// collection (`/api/v1/events:stream`), or 404.
+async fn collection(
+    State(state): State<AppState>,
+    Path(segment): Path<String>,
+    req: custom::Incoming,
+) -> error::ApiResult<Response> {
+    match custom::split_segment(&segment) {
+        ("events", Some(verb)) => events::methods().dispatch(state, "", Some(verb), req).await,
+        _ => Err(error::ApiError::not_found("route not found")),
+    }
 }
 
 /// The layers every route gets: body limit, request ids (sanitised), tracing, metrics, the error

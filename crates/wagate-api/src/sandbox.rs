@@ -8,10 +8,10 @@ use axum::extract::{Path, State};
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use wagate_core::{Capability, EngineKind};
-use wagate_engine::sandbox::SandboxControl;
+use wagate_core::Capability;
+use wagate_runtime::SandboxAction;
 
-use crate::custom::{Call, Methods, split_segment};
+use crate::custom::{Call, Incoming, Methods, split_segment};
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::parse_json;
 use crate::sessions::{SessionView, parse_phone};
@@ -50,10 +50,10 @@ struct EmptyBody {}
               (status = 502, body = ErrorEnvelope, description = "the simulated connection is down (after `sandbox:disconnect`, until it reconnects)")),
     security(("bearer" = [])))]
 pub async fn scan_qr(state: &AppState, auth: &Auth, id: &str, body: &[u8]) -> ApiResult<Response> {
-    run(state, auth, id, body, |req: ScanQrRequest| async move {
+    run(state, auth, id, body, |req: ScanQrRequest| {
         let phone = parse_phone("phoneNumber", &req.phone_number)?;
         let push_name = req.push_name.filter(|n| !n.trim().is_empty());
-        Ok(Action::ScanQr { phone, push_name, platform: req.platform })
+        Ok(SandboxAction::ScanQr { phone, push_name, platform: req.platform })
     })
     .await
 }
@@ -69,7 +69,7 @@ pub async fn scan_qr(state: &AppState, auth: &Auth, id: &str, body: &[u8]) -> Ap
               (status = 502, body = ErrorEnvelope, description = "the simulated connection is down (after `sandbox:disconnect`, until it reconnects)")),
     security(("bearer" = [])))]
 pub async fn enter_pairing_code(state: &AppState, auth: &Auth, id: &str, body: &[u8]) -> ApiResult<Response> {
-    run(state, auth, id, body, |req: EnterPairingCodeRequest| async move { Ok(Action::EnterCode(req.code)) }).await
+    run(state, auth, id, body, |req: EnterPairingCodeRequest| Ok(SandboxAction::EnterPairingCode(req.code))).await
 }
 
 /// The simulated connection drops
@@ -80,7 +80,7 @@ pub async fn enter_pairing_code(state: &AppState, auth: &Auth, id: &str, body: &
     responses((status = 200, body = SessionView), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)),
     security(("bearer" = [])))]
 pub async fn disconnect(state: &AppState, auth: &Auth, id: &str, body: &[u8]) -> ApiResult<Response> {
-    run(state, auth, id, body, |_: EmptyBody| async { Ok(Action::Disconnect) }).await
+    run(state, auth, id, body, |_: EmptyBody| Ok(SandboxAction::Disconnect)).await
 }
 
 /// The simulated phone removes the linked device
@@ -91,50 +91,22 @@ pub async fn disconnect(state: &AppState, auth: &Auth, id: &str, body: &[u8]) ->
     responses((status = 200, body = SessionView), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)),
     security(("bearer" = [])))]
 pub async fn unlink(state: &AppState, auth: &Auth, id: &str, body: &[u8]) -> ApiResult<Response> {
-    run(state, auth, id, body, |_: EmptyBody| async { Ok(Action::Unlink) }).await
-}
-
-enum Action {
-    ScanQr { phone: wagate_core::Phone, push_name: Option<String>, platform: Option<String> },
-    EnterCode(String),
-    Disconnect,
-    Unlink,
+    run(state, auth, id, body, |_: EmptyBody| Ok(SandboxAction::Unlink)).await
 }
 
 /// Shared shape of every sandbox route: manage capability, session lookup (404 for non-sandbox
-/// sessions, the same answer as an unknown route), body validation, the action, then the
-/// session as it is afterwards.
-async fn run<B, F, Fut>(state: &AppState, auth: &Auth, id: &str, body: &[u8], make: F) -> ApiResult<Response>
+/// sessions, the same answer as an unknown route), body validation, then the action, which
+/// answers the session as it is afterwards.
+async fn run<B, F>(state: &AppState, auth: &Auth, id: &str, body: &[u8], make: F) -> ApiResult<Response>
 where
     B: serde::de::DeserializeOwned,
-    F: FnOnce(B) -> Fut,
-    Fut: Future<Output = ApiResult<Action>>,
+    F: FnOnce(B) -> ApiResult<SandboxAction>,
 {
     let principal = auth.require(Capability::Manage)?;
     let session = state.session(principal, id).await?;
-    if session.engine != EngineKind::Sandbox {
-        return Err(ApiError::not_found("sandbox routes exist only for sandbox sessions"));
-    }
-    let action = make(parse_json(body)?).await?;
-    let control = state.supervisor.sandbox(&session)?;
-    if matches!(action, Action::ScanQr { .. }) && session.identity.is_none() {
-        // The phone scans what the screen shows: wait for the first QR of a session that just started.
-        state.supervisor.current_qr(&session).await?;
-    }
-    let already_paired = || ApiError::conflict("session is already paired; nothing to scan");
-    if matches!(action, Action::ScanQr { .. }) && session.identity.is_some() {
-        return Err(already_paired());
-    }
-    match action {
-        Action::ScanQr { phone, push_name, platform } => match control.scan_qr(phone, push_name, platform).await {
-            Err(wagate_engine::EngineError::AlreadyPaired) => return Err(already_paired()),
-            other => other?,
-        },
-        Action::EnterCode(code) => control.enter_pairing_code(&code).await?,
-        Action::Disconnect => control.disconnect().await?,
-        Action::Unlink => control.unlink().await?,
-    }
-    let session = state.session(principal, id).await?;
+    state.sandbox.check(&session)?;
+    let action = make(parse_json(body)?)?;
+    let session = state.sandbox.act(&session, action).await?.ok_or_else(ApiError::session_not_found)?;
     Ok(Json(SessionView::from(&session)).into_response())
 }
 
@@ -155,13 +127,11 @@ fn methods() -> &'static Methods {
 /// Any method on `/api/v1/sessions/{session}/{action}`: `sandbox:<verb>`, or 404.
 pub async fn dispatch(
     State(state): State<AppState>,
-    method: Method,
     Path((id, action)): Path<(String, String)>,
-    auth: Result<Auth, ApiError>,
-    body: axum::body::Bytes,
+    req: Incoming,
 ) -> ApiResult<Response> {
     match split_segment(&action) {
-        ("sandbox", Some(verb)) => methods().dispatch(state, &method, &id, Some(verb), auth, body).await,
+        ("sandbox", Some(verb)) => methods().dispatch(state, &id, Some(verb), req).await,
         _ => Err(ApiError::not_found("route not found")),
     }
 }

@@ -7,13 +7,12 @@ use std::sync::LazyLock;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use wagate_core::{
-    Capability, EngineKind, InstanceId, NewSession, Phone, Session, SessionId, SessionStatus, Timestamp,
-};
+use wagate_core::{Capability, EngineKind, Phone, Session, SessionId, SessionStatus, Timestamp};
+use wagate_runtime::CreateSession;
 use wagate_store::{PageRequest, SessionSettings};
 
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
-use crate::custom::{Call, Methods, split_segment};
+use crate::custom::{Call, Incoming, Methods, split_segment};
 use crate::extract::{ApiJson, RawQuery, decode_page_token, encode_page_token, page_size, parse_json};
 use crate::qr;
 use crate::state::{AppState, Auth};
@@ -205,22 +204,9 @@ pub async fn create(State(state): State<AppState>, auth: Auth, ApiJson(req): Api
     let principal = auth.require(Capability::Manage)?;
     let name = req.name.as_deref().map(validate_name).transpose()?;
     let device_name = req.device_name.as_deref().map(validate_device_name).transpose()?;
-    let new = NewSession {
-        id: SessionId::generate(),
-        org: principal.org.clone(),
-        instance_id: InstanceId::generate(),
-        name,
-        engine: req.engine.unwrap_or_default(),
-        status: SessionStatus::Stopped,
-        desired_running: false,
-        device_name,
-        created_at: wagate_core::now(),
-    };
-    let mut session = state.store.insert_session(&new).await?;
-    tracing::info!(session = %session.id, org = %session.org, engine = session.engine.as_str(), "session created");
-    if req.start.unwrap_or(true) {
-        session = state.supervisor.start(&session).await?;
-    }
+    let start = req.start.unwrap_or(true);
+    let create = CreateSession { name, engine: req.engine.unwrap_or_default(), device_name, start };
+    let session = state.sessions.create(&principal.org, create).await?;
     let location = HeaderValue::from_str(&format!("/api/v1/sessions/{}", session.id)).map_err(|e| ApiError::internal(&e))?;
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], view(&session)).into_response())
 }
@@ -237,7 +223,7 @@ pub async fn list(State(state): State<AppState>, auth: Auth, query: RawQuery) ->
     let principal = auth.require(Capability::Read)?;
     let size = page_size(&query)?;
     let after = decode_page_token(&query, |s| SessionId::parse(s).ok())?;
-    let page = state.store.list_sessions(&principal.org, PageRequest { size, after: after.as_ref() }).await?;
+    let page = state.sessions.list(&principal.org, PageRequest { size, after: after.as_ref() }).await?;
     Ok(Json(SessionList {
         sessions: page.items.iter().map(SessionView::from).collect(),
         next_page_token: page.next.map(|id| encode_page_token(id.as_str())),
@@ -278,11 +264,8 @@ pub async fn patch(state: &AppState, auth: &Auth, id: &str, req: PatchSessionReq
         name: name.as_ref().map(|n| n.as_deref()),
         device_name: device_name.as_ref().map(|n| n.as_deref()),
     };
-    let updated = state
-        .store
-        .update_session_settings(&principal.org, &session.id, &settings, wagate_core::now())
-        .await?
-        .ok_or_else(ApiError::session_not_found)?;
+    let updated = state.sessions.update_settings(&principal.org, &session.id, &settings).await?;
+    let updated = updated.ok_or_else(ApiError::session_not_found)?;
     Ok(view(&updated).into_response())
 }
 
@@ -297,8 +280,7 @@ pub async fn patch(state: &AppState, auth: &Auth, id: &str, req: PatchSessionReq
 pub async fn delete(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Response> {
     let principal = auth.require(Capability::Manage)?;
     let session = state.session(principal, id).await?;
-    state.supervisor.delete(&session).await?;
-    tracing::info!(session = %session.id, org = %session.org, "session deleted");
+    state.sessions.delete(&session).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -313,7 +295,7 @@ pub async fn delete(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Respon
 pub async fn start(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Response> {
     let principal = auth.require(Capability::Manage)?;
     let session = state.session(principal, id).await?;
-    Ok(view(&state.supervisor.start(&session).await?).into_response())
+    Ok(view(&state.sessions.start(&session).await?).into_response())
 }
 
 /// Stop a session
@@ -326,7 +308,7 @@ pub async fn start(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Respons
 pub async fn stop(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Response> {
     let principal = auth.require(Capability::Manage)?;
     let session = state.session(principal, id).await?;
-    Ok(view(&state.supervisor.stop(&session).await?).into_response())
+    Ok(view(&state.sessions.stop(&session).await?).into_response())
 }
 
 /// Restart a session
@@ -337,7 +319,7 @@ pub async fn stop(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Response
 pub async fn restart(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Response> {
     let principal = auth.require(Capability::Manage)?;
     let session = state.session(principal, id).await?;
-    Ok(view(&state.supervisor.restart(&session).await?).into_response())
+    Ok(view(&state.sessions.restart(&session).await?).into_response())
 }
 
 /// Log a session out
@@ -351,7 +333,7 @@ pub async fn restart(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Respo
 pub async fn logout(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Response> {
     let principal = auth.require(Capability::Manage)?;
     let session = state.session(principal, id).await?;
-    Ok(view(&state.supervisor.logout(&session).await?).into_response())
+    Ok(view(&state.sessions.logout(&session).await?).into_response())
 }
 
 /// Request a phone pairing code
@@ -374,7 +356,7 @@ pub async fn request_pairing_code(state: &AppState, auth: &Auth, id: &str, body:
     if session.identity.is_some() {
         return Err(ApiError::validation("phone", "session is already paired; log it out first"));
     }
-    let code = state.supervisor.request_pairing_code(&session, &phone).await?;
+    let code = state.sessions.request_pairing_code(&session, &phone).await?;
     Ok(Json(PairingCodeView { code: code.code, expires_at: code.expires_at }).into_response())
 }
 
@@ -401,7 +383,7 @@ pub async fn qr(State(state): State<AppState>, auth: Auth, Path(id): Path<String
         }
     };
     let session = state.session(principal, &id).await?;
-    let code = state.supervisor.current_qr(&session).await?;
+    let code = state.sessions.current_qr(&session).await?;
     let no_store = (header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(match format {
         "png" => {
@@ -475,15 +457,9 @@ fn methods() -> &'static Methods {
 }
 
 /// Any method on `/api/v1/sessions/{segment}`: the session itself or one of its custom methods.
-pub async fn segment(
-    State(state): State<AppState>,
-    method: Method,
-    Path(segment): Path<String>,
-    auth: Result<Auth, ApiError>,
-    body: axum::body::Bytes,
-) -> ApiResult<Response> {
+pub async fn segment(State(state): State<AppState>, Path(segment): Path<String>, req: Incoming) -> ApiResult<Response> {
     let (id, verb) = split_segment(&segment);
-    methods().dispatch(state, &method, id, verb, auth, body).await
+    methods().dispatch(state, id, verb, req).await
 }
 
 /// The body of a method that takes none: empty or `{}`; anything else is worth reporting.

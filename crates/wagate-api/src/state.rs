@@ -7,7 +7,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 use wagate_auth::Authenticator;
 use wagate_core::{Capability, Principal, Session, SessionId};
-use wagate_engine::supervisor::Supervisor;
+use wagate_runtime::{EventHub, SandboxService, SessionService, Supervisor};
 use wagate_store::prelude::*;
 
 use crate::error::{ApiError, ApiResult};
@@ -16,20 +16,37 @@ use crate::metrics::Metrics;
 /// Everything a handler needs. Cheap to clone (all `Arc`s).
 #[derive(Clone)]
 pub struct AppState {
+    /// For reads the runtime's services do not cover (the event log, readiness).
     pub store: Arc<dyn Store>,
     pub auth: Arc<Authenticator>,
-    pub supervisor: Arc<Supervisor>,
+    /// Every session operation.
+    pub sessions: Arc<SessionService>,
+    /// The `sandbox:*` routes' work.
+    pub sandbox: Arc<SandboxService>,
     pub metrics: Arc<Metrics>,
     /// The live reader of the event log, for streams.
-    pub events: Arc<wagate_runtime::EventHub>,
+    pub events: Arc<EventHub>,
 }
 
 impl AppState {
+    /// The state over `store` and `supervisor`, with the services they make.
+    pub fn new(
+        store: Arc<dyn Store>,
+        auth: Arc<Authenticator>,
+        supervisor: Arc<Supervisor>,
+        metrics: Arc<Metrics>,
+        events: Arc<EventHub>,
+    ) -> Self {
+        let sessions = Arc::new(SessionService::new(Arc::clone(&store), Arc::clone(&supervisor)));
+        let sandbox = Arc::new(SandboxService::new(Arc::clone(&store), supervisor));
+        Self { store, auth, sessions, sandbox, metrics, events }
+    }
+
     /// The caller's session `raw_id`. Malformed ids, unknown ids and other organizations'
     /// sessions all give the same `not_found`.
     pub async fn session(&self, principal: &Principal, raw_id: &str) -> ApiResult<Session> {
         let id = SessionId::parse(raw_id).map_err(|_| ApiError::session_not_found())?;
-        self.store.get_session(&principal.org, &id).await?.ok_or_else(ApiError::session_not_found)
+        self.sessions.get(&principal.org, &id).await?.ok_or_else(ApiError::session_not_found)
     }
 }
 

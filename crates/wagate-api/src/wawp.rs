@@ -54,7 +54,7 @@ pub async fn session_me(State(state): State<AppState>, query: RawQuery, headers:
         return Err(ApiError::unauthorized("this access token lacks the `manage` capability"));
     }
     let not_found = || ApiError::not_found("instance not found");
-    let session = state.store.get_session_by_instance(&instance).await?.filter(|s| s.org == principal.org).ok_or_else(not_found)?;
+    let session = state.sessions.by_instance(&principal.org, &instance).await?.ok_or_else(not_found)?;
     let identity = session.identity.as_ref().ok_or_else(|| ApiError::not_found("instance is not paired yet"))?;
     if session.status == SessionStatus::Failed {
         return Err(ApiError::new(ErrorCode::UpstreamUnavailable, "the WhatsApp connection failed")

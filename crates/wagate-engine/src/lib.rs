@@ -1,20 +1,30 @@
 //! The engine boundary.
 //!
-//! An [`Engine`] knows how to run one kind of session (`whatsapp` or `sandbox`). The
-//! [`supervisor::Supervisor`] owns every running session, calls the engine, and turns the
-//! engine's events into status changes in the store. Nothing above this crate knows which
-//! engine library sits below it.
+//! An [`Engine`] knows how to run one kind of session (`whatsapp`, `sandbox`); the engines live
+//! in crates of their own (`wagate-whatsapp`, `wagate-sandbox`), peers below this boundary. The
+//! runtime's supervisor (`wagate-runtime`) owns every running session, calls the engine, and
+//! turns the engine's events into status changes in the store. Nothing above this crate knows
+//! which engine library sits below it, and nothing here knows about storage.
+//!
+//! A running [`EngineSession`] has a lifecycle (`stop`, `logout`) and offers its abilities as
+//! one trait each, reached from the session: [`Pairing`] today; [`Messaging`], [`Contacts`]
+//! and [`Media`] are slots the messaging work fills. A new ability is a new trait and a new
+//! slot here, not a new supervisor method.
+//!
+//! What a session reports comes out on two separate paths ([`SessionOutput`]): *lifecycle
+//! events* ([`EngineEvent`] through an [`EventSink`]: pairing, connection, logout), applied one
+//! at a time in order; and *traffic* ([`Traffic`] through a [`TrafficSink`]: messages, receipts),
+//! which must never queue behind, nor hold up, a session's lifecycle.
 
+use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use wagate_core::{EngineKind, Identity, OrgId, Phone, SessionId, Timestamp};
 
-pub mod sandbox;
-pub mod supervisor;
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 /// What an engine needs to run one session.
 #[derive(Debug, Clone)]
@@ -41,7 +51,7 @@ pub struct PairingCode {
     pub expires_at: Timestamp,
 }
 
-/// What happens on a running session, reported by its engine.
+/// A change in the life of a running session, reported by its engine.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EngineEvent {
     /// A new QR code replaces the previous one.
@@ -62,8 +72,9 @@ pub enum EngineEvent {
     Failed { reason: String },
 }
 
-/// Where an engine reports events. `emit` returns once the event has been applied (status
-/// written), so a caller that awaits an engine call sees its effect in the store afterwards.
+/// Where an engine reports lifecycle events. `emit` returns once the event has been applied
+/// (status written), so a caller that awaits an engine call sees its effect in the store
+/// afterwards.
 ///
 /// Contract for engines: emit the events of one session one at a time, in order (await each
 /// `emit` before the next); the sink applies them in the order the calls arrive. The sink never
@@ -73,6 +84,54 @@ pub enum EngineEvent {
 #[async_trait]
 pub trait EventSink: Send + Sync + 'static {
     async fn emit(&self, session: &SessionId, event: EngineEvent);
+}
+
+/// What a session carries for its account: inbound messages, receipts, reactions.
+///
+/// Empty until the messaging work (issue 10) gives it variants. It is a kind of its own, not an
+/// [`EngineEvent`], because traffic is many times the volume of lifecycle events and is handled
+/// by other services: it goes through a [`TrafficSink`], never through an [`EventSink`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Traffic {}
+
+/// Where an engine delivers [`Traffic`], apart from the lifecycle path.
+///
+/// Reserved for the messaging work (issue 10), which sets its contract (ordering per chat,
+/// acknowledgement, back-pressure). No engine delivers anything yet.
+#[async_trait]
+pub trait TrafficSink: Send + Sync + 'static {
+    async fn deliver(&self, session: &SessionId, traffic: Traffic);
+}
+
+/// The traffic sink of a gateway that routes no traffic yet (nothing can be delivered to it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoTraffic;
+
+#[async_trait]
+impl TrafficSink for NoTraffic {
+    async fn deliver(&self, _session: &SessionId, traffic: Traffic) {
+        match traffic {}
+    }
+}
+
+/// The two outputs of a running session, handed to [`Engine::start`].
+#[derive(Clone)]
+pub struct SessionOutput {
+    /// Lifecycle events, in order.
+    pub events: Arc<dyn EventSink>,
+    /// Traffic, on its own path.
+    pub traffic: Arc<dyn TrafficSink>,
+}
+
+impl SessionOutput {
+    /// Lifecycle events to `events`, traffic to [`NoTraffic`].
+    pub fn new(events: Arc<dyn EventSink>) -> Self {
+        Self { events, traffic: Arc::new(NoTraffic) }
+    }
+
+    pub fn with_traffic(self, traffic: Arc<dyn TrafficSink>) -> Self {
+        Self { traffic, ..self }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,28 +158,62 @@ pub enum EngineError {
     Internal(String),
 }
 
-/// A running session, owned by the supervisor.
+/// A running session, owned by the supervisor: its lifecycle, and its abilities.
+///
+/// QR pairing needs no call: the codes arrive as [`EngineEvent::Qr`]. Every ability slot
+/// defaults to `None` (the engine does not offer it).
 #[async_trait]
 pub trait EngineSession: Send + Sync + 'static {
-    /// Asks for a phone pairing code for `phone` (the session must be unpaired).
-    async fn request_pairing_code(&self, phone: &Phone) -> Result<PairingCode, EngineError>;
     /// Unlinks the device from the account. The supervisor then purges the keys.
     async fn logout(&self) -> Result<(), EngineError>;
     /// Disconnects cleanly, keeping the keys, and waits until the connection is closed.
     async fn stop(&self);
-    /// The sandbox controls, for sandbox sessions only.
-    fn sandbox(&self) -> Option<&dyn sandbox::SandboxControl> {
+
+    /// Pairing by phone code.
+    fn pairing(&self) -> Option<&dyn Pairing> {
         None
     }
+    /// Sending messages (issue 10).
+    fn messaging(&self) -> Option<&dyn Messaging> {
+        None
+    }
+    /// The account's contacts (issue 10).
+    fn contacts(&self) -> Option<&dyn Contacts> {
+        None
+    }
+    /// Uploading and downloading media (issue 10).
+    fn media(&self) -> Option<&dyn Media> {
+        None
+    }
+
+    /// The session as [`Any`], so that an engine's crate can reach its own session type (and
+    /// controls only that engine has, such as the sandbox's) without a slot here. Implement it
+    /// as `self`.
+    fn as_any(&self) -> &dyn Any;
 }
+
+/// Linking a device by a code entered on the phone instead of a scanned QR code.
+#[async_trait]
+pub trait Pairing: Send + Sync {
+    /// Asks for a phone pairing code for `phone` (the session must be unpaired).
+    async fn request_pairing_code(&self, phone: &Phone) -> Result<PairingCode, EngineError>;
+}
+
+/// Sending messages and reacting to them. To be filled by the messaging work (issue 10).
+pub trait Messaging: Send + Sync {}
+
+/// The account's contacts and their profiles. To be filled by the messaging work (issue 10).
+pub trait Contacts: Send + Sync {}
+
+/// Uploading and downloading media. To be filled by the messaging work (issue 10).
+pub trait Media: Send + Sync {}
 
 /// One kind of engine.
 #[async_trait]
 pub trait Engine: Send + Sync + 'static {
     fn kind(&self) -> EngineKind;
-    /// Starts the session and returns at once; progress arrives through `events`.
-    async fn start(&self, spec: SessionSpec, events: Arc<dyn EventSink>)
-    -> Result<Arc<dyn EngineSession>, EngineError>;
+    /// Starts the session and returns at once; progress arrives through `output`.
+    async fn start(&self, spec: SessionSpec, output: SessionOutput) -> Result<Arc<dyn EngineSession>, EngineError>;
     /// Removes everything the engine stored for this session (its keys). Idempotent.
     async fn purge(&self, id: &SessionId) -> Result<(), EngineError>;
 }

@@ -1,17 +1,14 @@
-//! Test helpers: a recording event sink, fake engines, session rows in a memory store, and
-//! `eventually` for conditions reached on timers (generous deadlines, no tight timing).
+//! Test helpers for engines and their users: a recording event sink, `eventually` for
+//! conditions reached on timers (generous deadlines, no tight timing), and short-hands.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use wagate_core::{EngineKind, InstanceId, NewSession, OrgId, Phone, Session, SessionId, SessionStatus};
-use wagate_store::prelude::*;
+use wagate_core::{Phone, SessionId};
 
-use crate::sandbox::SandboxConfig;
-use crate::{Engine, EngineError, EngineEvent, EngineSession, EventSink, PairingCode, SessionSpec};
+use crate::{EngineEvent, EventSink};
 
 /// Deadline of every wait in the tests: far above what anything needs, even on a loaded machine.
 pub const PATIENCE: Duration = Duration::from_secs(15);
@@ -32,47 +29,8 @@ where
     }
 }
 
-pub fn fast_sandbox() -> SandboxConfig {
-    SandboxConfig {
-        qr_first_ttl: Duration::from_secs(60),
-        qr_next_ttl: Duration::from_secs(20),
-        qr_count: 6,
-        pairing_code_ttl: Duration::from_secs(180),
-        reconnect_delay: Duration::from_millis(50),
-        connect_delay: Duration::from_millis(5),
-    }
-}
-
 pub fn phone(s: &str) -> Phone {
     Phone::parse(s).unwrap()
-}
-
-/// A fresh SQLite store in a temporary directory, which must outlive the store.
-pub async fn test_store() -> (Arc<dyn Store>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = wagate_store::connect(&format!("sqlite://{}", dir.path().join("wagate.db").display()))
-        .await
-        .expect("sqlite store");
-    (store, dir)
-}
-
-pub async fn new_session(store: &Arc<dyn Store>, engine: EngineKind, desired_running: bool) -> Session {
-    let new = NewSession {
-        id: SessionId::generate(),
-        org: OrgId::parse("acme").unwrap(),
-        instance_id: InstanceId::generate(),
-        name: None,
-        engine,
-        status: SessionStatus::Stopped,
-        desired_running,
-        device_name: None,
-        created_at: wagate_core::now(),
-    };
-    store.insert_session(&new).await.expect("insert session")
-}
-
-pub async fn row(store: &Arc<dyn Store>, id: &SessionId) -> Session {
-    store.get_session_unscoped(id).await.unwrap().expect("session row")
 }
 
 /// Records every event it receives.
@@ -100,110 +58,5 @@ impl RecordingSink {
 impl EventSink for RecordingSink {
     async fn emit(&self, _session: &SessionId, event: EngineEvent) {
         self.events.lock().unwrap().push(event);
-    }
-}
-
-/// A fake engine (of any kind) whose starts take `start_delay` and are counted, with the most
-/// starts ever in flight at once; its sessions count their stops.
-pub struct CountingEngine {
-    pub kind: EngineKind,
-    pub start_delay: Duration,
-    pub in_flight: AtomicUsize,
-    pub max_in_flight: AtomicUsize,
-    pub starts: AtomicUsize,
-    pub purges: AtomicUsize,
-    pub sessions: Mutex<Vec<Arc<FakeSession>>>,
-    /// Every spec a start was given, in order.
-    pub specs: Mutex<Vec<SessionSpec>>,
-}
-
-impl CountingEngine {
-    pub fn new(kind: EngineKind, start_delay: Duration) -> Arc<Self> {
-        Arc::new(Self {
-            kind,
-            start_delay,
-            in_flight: AtomicUsize::new(0),
-            max_in_flight: AtomicUsize::new(0),
-            starts: AtomicUsize::new(0),
-            purges: AtomicUsize::new(0),
-            sessions: Mutex::default(),
-            specs: Mutex::default(),
-        })
-    }
-}
-
-#[derive(Default)]
-pub struct FakeSession {
-    pub stops: AtomicUsize,
-    pub logouts: AtomicUsize,
-}
-
-#[async_trait]
-impl EngineSession for FakeSession {
-    async fn request_pairing_code(&self, _phone: &Phone) -> Result<PairingCode, EngineError> {
-        Err(EngineError::Unsupported("pairing codes"))
-    }
-    async fn logout(&self) -> Result<(), EngineError> {
-        self.logouts.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-    async fn stop(&self) {
-        self.stops.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-#[async_trait]
-impl Engine for CountingEngine {
-    fn kind(&self) -> EngineKind {
-        self.kind
-    }
-
-    async fn start(&self, spec: SessionSpec, _events: Arc<dyn EventSink>) -> Result<Arc<dyn EngineSession>, EngineError> {
-        self.specs.lock().unwrap().push(spec);
-        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
-        tokio::time::sleep(self.start_delay).await;
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        self.starts.fetch_add(1, Ordering::SeqCst);
-        let session = Arc::new(FakeSession::default());
-        self.sessions.lock().unwrap().push(Arc::clone(&session));
-        Ok(session)
-    }
-
-    async fn purge(&self, _id: &SessionId) -> Result<(), EngineError> {
-        self.purges.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-}
-
-/// Wraps an engine and counts its purges.
-pub struct PurgeCounting<E> {
-    pub inner: E,
-    pub purges: AtomicUsize,
-}
-
-impl<E> PurgeCounting<E> {
-    pub fn new(inner: E) -> Arc<Self> {
-        Arc::new(Self { inner, purges: AtomicUsize::new(0) })
-    }
-
-    pub fn purges(&self) -> usize {
-        self.purges.load(Ordering::SeqCst)
-    }
-}
-
-#[async_trait]
-impl<E: Engine> Engine for PurgeCounting<E> {
-    fn kind(&self) -> EngineKind {
-        self.inner.kind()
-    }
-
-    async fn start(&self, spec: SessionSpec, events: Arc<dyn EventSink>) -> Result<Arc<dyn EngineSession>, EngineError> {
-        self.inner.start(spec, events).await
-    }
-
-    async fn purge(&self, id: &SessionId) -> Result<(), EngineError> {
-        self.purges.fetch_add(1, Ordering::SeqCst);
-        self.inner.purge(id).await
     }
 }

@@ -1,10 +1,24 @@
-//! wagate's runtime: what runs beside the HTTP API and below it. For now the readers of the
-//! event log ([`events::EventHub`], retention) and the gateway's [`metrics::Metrics`]; the
-//! session supervisor and the services that turn API calls and engine traffic into stored
-//! state plus events move here next.
+//! wagate's runtime: what runs beside the HTTP API and below it.
+//!
+//! - The session [`supervisor::Supervisor`]: every running session's lifecycle, and a handle to
+//!   a running session ([`supervisor::RunningSession`]) for whatever uses its abilities.
+//! - The services the API and the CLI call, which turn a request into store writes and
+//!   supervisor calls: [`SessionService`], [`SandboxService`], [`ApiKeyService`].
+//! - The readers of the event log ([`events::EventHub`], retention) and the gateway's
+//!   [`metrics::Metrics`].
 
+pub mod api_keys;
 pub mod events;
 pub mod metrics;
+pub mod sandbox;
+pub mod sessions;
+pub mod supervisor;
+#[cfg(test)]
+mod testing;
 
+pub use api_keys::{ApiKeyService, CreateApiKey, CreatedApiKey};
 pub use events::{EventConfig, EventHub};
 pub use metrics::Metrics;
+pub use sandbox::{SandboxAction, SandboxService};
+pub use sessions::{CreateSession, SessionService};
+pub use supervisor::{Supervisor, SupervisorConfig, SupervisorError};

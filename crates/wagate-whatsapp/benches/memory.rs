@@ -23,7 +23,7 @@ use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use wagate_core::{OrgId, SessionId};
-use wagate_engine::{Engine, EngineEvent, EventSink, SessionSpec};
+use wagate_engine::{Engine, EngineEvent, EventSink, SessionOutput, SessionSpec};
 use wagate_whatsapp::{Backoff, WhatsappConfig, WhatsappEngine};
 
 const CHILD_ENV: &str = "WAGATE_MEMORY_BENCH_CHILD";
@@ -112,7 +112,7 @@ async fn measure(scenario: &str, n: usize) -> u64 {
     let mut sessions = Vec::with_capacity(n);
     for _ in 0..n {
         let spec = SessionSpec { id: SessionId::generate(), org: OrgId::parse("bench").unwrap(), identity: None, device_name: None };
-        sessions.push(engine.start(spec, sink.clone()).await.expect("start"));
+        sessions.push(engine.start(spec, SessionOutput::new(sink.clone())).await.expect("start"));
     }
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {

@@ -4,15 +4,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use wagate_core::{EngineKind, SessionId};
-use wagate_engine::{Engine, EngineError, EngineSession, EventSink, SessionSpec};
+use wagate_engine::{Engine, EngineError, EngineSession, SessionOutput, SessionSpec};
 use whatsapp_rust::bot::Bot;
 use whatsapp_rust::store::SqliteStore;
 use whatsapp_rust::wacore::store::DevicePropsOverride;
 
 use crate::config::WhatsappConfig;
-use crate::session::{Forwarder, Parts, WhatsappSession};
+use crate::lane::{LIFECYCLE_CAPACITY, lifecycle_lane};
+use crate::session::{Parts, WhatsappSession};
 use crate::transport::{GatedFactory, TransportSlot};
 
 /// Runs sessions on the real WhatsApp Web multi-device protocol (`whatsapp-rust` 0.7.0).
@@ -66,7 +67,7 @@ impl Engine for WhatsappEngine {
         EngineKind::Whatsapp
     }
 
-    async fn start(&self, spec: SessionSpec, events: Arc<dyn EventSink>) -> Result<Arc<dyn EngineSession>, EngineError> {
+    async fn start(&self, spec: SessionSpec, output: SessionOutput) -> Result<Arc<dyn EngineSession>, EngineError> {
         let path = self.cfg.store_path(spec.id.as_str());
         if let Some(dir) = path.parent() {
             tokio::fs::create_dir_all(dir)
@@ -80,12 +81,12 @@ impl Engine for WhatsappEngine {
 
         let slot = Arc::new(TransportSlot::default());
         let factory = GatedFactory::new(self.cfg.ws_url.as_deref(), self.cfg.connect_timeout, Arc::clone(&slot));
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (forwarder, lane) = lifecycle_lane(spec.id.clone(), LIFECYCLE_CAPACITY);
         let mut builder = Bot::builder()
             .with_backend(store)
             .with_transport_factory(factory)
             .with_device_props(DevicePropsOverride::new().with_os(device_name(&self.cfg, &spec).to_owned()))
-            .with_event_handler(Forwarder(tx))
+            .with_event_handler(forwarder)
             // The gateway does not keep chat history; acknowledge it without downloading.
             .skip_history_sync();
         if let Some(version) = self.cfg.version {
@@ -99,11 +100,11 @@ impl Engine for WhatsappEngine {
         let session = WhatsappSession::spawn(Parts {
             id: spec.id,
             cfg: Arc::clone(&self.cfg),
-            sink: events,
+            sink: output.events,
             gate: Arc::clone(&self.gate),
             slot,
             bot,
-            events: rx,
+            events: lane,
             identity: spec.identity,
         });
         Ok(session)

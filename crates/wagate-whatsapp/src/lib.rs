@@ -3,10 +3,12 @@
 //!
 //! Only [`WhatsappEngine`], [`WhatsappConfig`] and [`Backoff`] are public: nothing above this
 //! crate names a `whatsapp-rust` type. The engine reports through
-//! [`wagate_engine::EventSink`]; the mapping from the crate's events is in `mapping.rs`.
+//! [`wagate_engine::EventSink`]; the crate's events reach each session's loop on a bounded lane
+//! (`lane.rs`), and the mapping from them is in `mapping.rs`.
 
 mod config;
 mod engine;
+mod lane;
 mod mapping;
 mod session;
 mod transport;

@@ -14,18 +14,19 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 use wagate_core::{Identity, Phone, SessionId};
-use wagate_engine::{EngineError, EngineEvent, EngineSession, EventSink, PairingCode};
+use wagate_engine::{EngineError, EngineEvent, EngineSession, EventSink, Pairing, PairingCode};
 use whatsapp_rust::Client;
 use whatsapp_rust::bot::Bot;
 use whatsapp_rust::pair_code::{PairCodeError, PairCodeOptions, PairCodeRejection};
 use whatsapp_rust::pair_code::PairError;
-use whatsapp_rust::types::events::{Event, EventHandler, EventInterest};
+use whatsapp_rust::types::events::Event;
 
 use crate::config::WhatsappConfig;
-use crate::mapping::{EventMapper, INTEREST, SelfInfo};
+use crate::lane::Lane;
+use crate::mapping::{EventMapper, SelfInfo};
 use crate::transport::TransportSlot;
 
 /// A connection that stayed up this long resets the backoff (WA Web's `resetDelay`).
@@ -38,20 +39,6 @@ const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const RUN_END_GRACE: Duration = Duration::from_secs(3);
 /// Bound on waiting for the client's last references to go after stopping.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Forwards crate events, in dispatch order, to the session loop. Runs inline on the
-/// crate's dispatch path, so it only queues.
-pub(crate) struct Forwarder(pub mpsc::UnboundedSender<Arc<Event>>);
-
-impl EventHandler for Forwarder {
-    fn handle_event(&self, event: Arc<Event>) {
-        let _ = self.0.send(event);
-    }
-
-    fn interest(&self) -> EventInterest {
-        EventInterest::of(INTEREST)
-    }
-}
 
 /// State shared by the session handle and its loop.
 struct Shared {
@@ -81,7 +68,8 @@ pub(crate) struct Parts {
     pub gate: Arc<Semaphore>,
     pub slot: Arc<TransportSlot>,
     pub bot: Bot,
-    pub events: mpsc::UnboundedReceiver<Arc<Event>>,
+    /// The lifecycle events of the crate, in dispatch order (see [`crate::lane`]).
+    pub events: Lane,
     pub identity: Option<Identity>,
 }
 
@@ -108,6 +96,7 @@ impl WhatsappSession {
             bot: Some(parts.bot),
             events: parts.events,
             mapper: EventMapper::new(parts.identity),
+            resync: false,
         };
         let task = tokio::spawn(runner.run(stop_rx));
         Arc::new(Self {
@@ -129,7 +118,7 @@ impl WhatsappSession {
 }
 
 #[async_trait]
-impl EngineSession for WhatsappSession {
+impl Pairing for WhatsappSession {
     async fn request_pairing_code(&self, phone: &Phone) -> Result<PairingCode, EngineError> {
         let client = self.client().filter(|_| self.is_running()).ok_or_else(not_running)?;
         if self.shared.paired.load(Ordering::Acquire) || client.pn().is_some() {
@@ -160,6 +149,10 @@ impl EngineSession for WhatsappSession {
         *lock(&self.shared.pending_code) = Some((phone.clone(), code.clone()));
         Ok(code)
     }
+}
+
+#[async_trait]
+impl EngineSession for WhatsappSession {
 
     async fn logout(&self) -> Result<(), EngineError> {
         let Some(client) = self.client() else {
@@ -206,6 +199,14 @@ impl EngineSession for WhatsappSession {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    fn pairing(&self) -> Option<&dyn Pairing> {
+        Some(self)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 
@@ -286,8 +287,10 @@ struct Runner {
     /// Consumed by the first attempt: `Bot::spawn` wires the crate's background workers and
     /// our event handler, then runs the first connection.
     bot: Option<Bot>,
-    events: mpsc::UnboundedReceiver<Arc<Event>>,
+    events: Lane,
     mapper: EventMapper,
+    /// The lane overflowed during this connection, which is being cut (see [`crate::lane`]).
+    resync: bool,
 }
 
 impl Runner {
@@ -361,7 +364,11 @@ impl Runner {
                 self.shared.paired.store(true, Ordering::Release);
             }
             let crate_reason = self.mapper.take_disconnect_reason();
-            if socket_ready && crate_reason.is_none() && !immediate_used {
+            // The connection is over and its queued events applied: the lane may take the next
+            // connection's events again.
+            let overflowed = self.events.reopen();
+            self.resync = false;
+            if overflowed.is_none() && socket_ready && crate_reason.is_none() && !immediate_used {
                 // The socket was up and the crate ended it without reporting a disconnect:
                 // its "expected disconnect" (the 515 restart after pairing). It would
                 // reconnect at once; so do we, once in a row.
@@ -372,15 +379,19 @@ impl Runner {
                 failures = 0;
             }
             failures = failures.saturating_add(1);
-            let reason = crate_reason.or_else(|| self.shared.slot.take_error()).unwrap_or_else(|| {
-                if timed_out {
-                    format!("connect timed out after {}s", connect_timeout.as_secs_f32())
-                } else if socket_ready {
-                    "connection closed".to_owned()
-                } else {
-                    "WhatsApp handshake failed".to_owned()
-                }
+            let overflow_reason = overflowed.map(|discarded| {
+                format!("lifecycle event backlog overflowed ({discarded} events discarded); reconnecting to resync")
             });
+            let reason =
+                overflow_reason.or(crate_reason).or_else(|| self.shared.slot.take_error()).unwrap_or_else(|| {
+                    if timed_out {
+                        format!("connect timed out after {}s", connect_timeout.as_secs_f32())
+                    } else if socket_ready {
+                        "connection closed".to_owned()
+                    } else {
+                        "WhatsApp handshake failed".to_owned()
+                    }
+                });
             let retry_in = self.shared.cfg.backoff.delay(failures);
             self.emit(EngineEvent::Reconnecting { reason, attempt: failures, retry_in }).await;
             if self.drive(stop, tokio::time::sleep(retry_in)).await.is_none() {
@@ -423,14 +434,21 @@ impl Runner {
         Exit::Stop
     }
 
-    /// Polls `fut` while applying events as they come; `None` when a stop was requested.
+    /// Polls `fut` while applying events as they come; `None` when a stop was requested. When
+    /// the lane overflows, cuts the connection (once): the run then ends, and the loop
+    /// reconnects (see [`crate::lane`]).
     async fn drive<F: Future>(&mut self, stop: &mut watch::Receiver<bool>, fut: F) -> Option<F::Output> {
         tokio::pin!(fut);
+        let overflow = self.events.signal();
         loop {
             tokio::select! {
                 biased;
                 () = stopped(stop) => return None,
                 Some(event) = self.events.recv() => self.apply(&event).await,
+                () = overflow.tripped(), if !self.resync => {
+                    self.resync = true;
+                    self.shared.slot.close().await;
+                }
                 out = &mut fut => return Some(out),
             }
         }
@@ -438,7 +456,7 @@ impl Runner {
 
     /// Applies the events already queued.
     async fn drain(&mut self) {
-        while let Ok(event) = self.events.try_recv() {
+        while let Some(event) = self.events.try_recv() {
             self.apply(&event).await;
         }
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use wa_emulator::{AccountSpec, Emulator, EmulatorConfig, ServerEvent};
-use wagate_engine::{Engine, EngineEvent};
+use wagate_engine::{Engine, EngineEvent, SessionOutput};
 use wagate_whatsapp::WhatsappEngine;
 
 fn emulated(dir: &std::path::Path, emulator: &Emulator) -> WhatsappEngine {
@@ -37,7 +37,7 @@ async fn qr_pairing_connects_and_reconnects_from_stored_keys() {
     let engine = emulated(dir.path(), &emulator);
     let sink = Arc::new(RecordingSink::default());
     let spec = spec();
-    let session = engine.start(spec.clone(), sink.clone()).await.expect("start");
+    let session = engine.start(spec.clone(), SessionOutput::new(sink.clone())).await.expect("start");
 
     let qr = first_qr(&sink).await;
     let account = AccountSpec { phone: Some("15550100001".into()), push_name: Some("Ada".into()), ..Default::default() };
@@ -65,7 +65,7 @@ async fn qr_pairing_connects_and_reconnects_from_stored_keys() {
     let sink2 = Arc::new(RecordingSink::default());
     let mut spec2 = spec.clone();
     spec2.identity = Some(identity.clone());
-    let session = engine.start(spec2, sink2.clone()).await.expect("restart");
+    let session = engine.start(spec2, SessionOutput::new(sink2.clone())).await.expect("restart");
     sink2.wait_until(PATIENCE, "Connected again", |e| connected_count(e) >= 1).await;
     assert!(!sink2.events().iter().any(|e| matches!(e, EngineEvent::Qr(_))), "no QR for a paired session");
     let logins: Vec<_> = emulator
@@ -105,11 +105,11 @@ async fn pairing_code_then_logout_reaches_the_server() {
     cfg.pairing_code_timeout = Duration::from_secs(30);
     let engine = WhatsappEngine::new(cfg);
     let sink = Arc::new(RecordingSink::default());
-    let session = engine.start(spec(), sink.clone()).await.expect("start");
+    let session = engine.start(spec(), SessionOutput::new(sink.clone())).await.expect("start");
     first_qr(&sink).await;
 
     let phone = wagate_core::Phone::parse("15550100002").unwrap();
-    let code = session.request_pairing_code(&phone).await.expect("a pairing code");
+    let code = session.pairing().expect("pairing").request_pairing_code(&phone).await.expect("a pairing code");
     let device = emulator.enter_code("15550100002", &code.code).await.expect("pairing by code");
     sink.wait_until(PATIENCE, "Connected", |e| connected_count(e) >= 1).await;
 

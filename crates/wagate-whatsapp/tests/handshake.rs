@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use wagate_engine::Engine;
+use wagate_engine::{Engine, SessionOutput};
 use wagate_whatsapp::WhatsappEngine;
 use whatsapp_rust::waproto::buffa::Message;
 use whatsapp_rust::waproto::whatsapp::HandshakeMessage;
@@ -19,7 +19,7 @@ async fn first_frame_is_the_header_and_a_client_hello() {
     let dir = tempfile::tempdir().unwrap();
     let engine = WhatsappEngine::new(config(dir.path(), server.addr));
     let sink = Arc::new(RecordingSink::default());
-    let session = engine.start(spec(), sink.clone()).await.unwrap();
+    let session = engine.start(spec(), SessionOutput::new(sink.clone())).await.unwrap();
 
     // Collect the bytes of the first connection until header + one whole frame are in.
     let deadline = Instant::now() + PATIENCE;

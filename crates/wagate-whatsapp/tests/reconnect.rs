@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
-use wagate_engine::{Engine, EngineEvent};
+use wagate_engine::{Engine, EngineEvent, SessionOutput};
 use wagate_whatsapp::WhatsappEngine;
 
 /// Starts one session against `addr`, waits for `n` reconnect reports, checks them, stops.
@@ -17,7 +17,7 @@ async fn assert_keeps_retrying(addr: std::net::SocketAddr, n: usize, reason_hint
     let dir = tempfile::tempdir().unwrap();
     let engine = WhatsappEngine::new(config(dir.path(), addr));
     let sink = Arc::new(RecordingSink::default());
-    let session = engine.start(spec(), sink.clone()).await.expect("start");
+    let session = engine.start(spec(), SessionOutput::new(sink.clone())).await.expect("start");
 
     sink.wait_until(PATIENCE, "reconnect reports", |e| reconnects(e).len() >= n).await;
     let events = sink.events();
@@ -97,7 +97,7 @@ async fn stop_during_a_stalled_attempt_is_prompt() {
     cfg.connect_timeout = Duration::from_secs(60); // the attempt would hang for a minute
     let engine = WhatsappEngine::new(cfg);
     let sink = Arc::new(RecordingSink::default());
-    let session = engine.start(spec(), sink.clone()).await.unwrap();
+    let session = engine.start(spec(), SessionOutput::new(sink.clone())).await.unwrap();
     // Wait until the client is connected to the stalling server.
     let deadline = Instant::now() + PATIENCE;
     while server.first_messages.lock().unwrap().is_empty() {
@@ -118,7 +118,7 @@ async fn stop_during_a_stalled_dial_is_prompt() {
     cfg.connect_timeout = Duration::from_secs(60); // the dial would hang for a minute
     let engine = WhatsappEngine::new(cfg);
     let sink = Arc::new(RecordingSink::default());
-    let session = engine.start(spec(), sink.clone()).await.unwrap();
+    let session = engine.start(spec(), SessionOutput::new(sink.clone())).await.unwrap();
     let deadline = Instant::now() + PATIENCE;
     while server.accepted.load(Ordering::SeqCst) == 0 {
         assert!(Instant::now() < deadline, "client never reached the server");
@@ -141,7 +141,7 @@ async fn connection_attempts_are_capped_across_sessions() {
     let sink = Arc::new(RecordingSink::default());
     let mut sessions = Vec::new();
     for _ in 0..5 {
-        sessions.push(engine.start(spec(), sink.clone()).await.unwrap());
+        sessions.push(engine.start(spec(), SessionOutput::new(sink.clone())).await.unwrap());
     }
     sink.wait_until(PATIENCE, "every session retrying", |e| reconnects(e).len() >= 8).await;
     assert!(server.accepted.load(Ordering::SeqCst) >= 5);
@@ -161,15 +161,16 @@ async fn pairing_code_without_a_connection_is_an_upstream_error() {
     let dir = tempfile::tempdir().unwrap();
     let engine = WhatsappEngine::new(config(dir.path(), addr));
     let sink = Arc::new(RecordingSink::default());
-    let session = engine.start(spec(), sink.clone()).await.unwrap();
+    let session = engine.start(spec(), SessionOutput::new(sink.clone())).await.unwrap();
     let phone = wagate_core::Phone::parse("628123456789").unwrap();
-    let err = tokio::time::timeout(Duration::from_secs(30), session.request_pairing_code(&phone))
+    let pairing = session.pairing().expect("pairing");
+    let err = tokio::time::timeout(Duration::from_secs(30), pairing.request_pairing_code(&phone))
         .await
         .expect("bounded")
         .expect_err("not connected");
     assert!(matches!(err, wagate_engine::EngineError::Upstream(_)), "{err:?}");
     session.stop().await;
-    let err = session.request_pairing_code(&phone).await.expect_err("stopped");
+    let err = pairing.request_pairing_code(&phone).await.expect_err("stopped");
     assert!(matches!(err, wagate_engine::EngineError::InvalidState(_)), "{err:?}");
 }
 
@@ -179,7 +180,7 @@ async fn logout_without_a_connection_still_ends_the_session() {
     let dir = tempfile::tempdir().unwrap();
     let engine = WhatsappEngine::new(config(dir.path(), addr));
     let sink = Arc::new(RecordingSink::default());
-    let session = engine.start(spec(), sink.clone()).await.unwrap();
+    let session = engine.start(spec(), SessionOutput::new(sink.clone())).await.unwrap();
     sink.wait_until(PATIENCE, "a reconnect report", |e| !reconnects(e).is_empty()).await;
     tokio::time::timeout(Duration::from_secs(30), session.logout()).await.expect("bounded").expect("logout");
     let count = sink.events().len();

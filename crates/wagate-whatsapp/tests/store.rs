@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use wagate_engine::Engine;
+use wagate_engine::{Engine, SessionOutput};
 use wagate_whatsapp::WhatsappEngine;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,7 +19,7 @@ async fn store_survives_restart_and_purge_deletes_it() {
     let spec = spec();
     let db = dir.path().join("whatsapp").join(format!("{}.db", spec.id.as_str()));
 
-    let session = engine.start(spec.clone(), sink.clone()).await.unwrap();
+    let session = engine.start(spec.clone(), SessionOutput::new(sink.clone())).await.unwrap();
     sink.wait_until(PATIENCE, "a reconnect report", |e| !reconnects(e).is_empty()).await;
     tokio::time::timeout(Duration::from_secs(30), session.stop()).await.expect("stop");
     assert!(db.exists(), "the key store stays after stop");
@@ -28,7 +28,7 @@ async fn store_survives_restart_and_purge_deletes_it() {
 
     // Start again on the same store: it opens and runs (resuming from the stored keys).
     let sink2 = Arc::new(RecordingSink::default());
-    let session = engine.start(spec.clone(), sink2.clone()).await.unwrap();
+    let session = engine.start(spec.clone(), SessionOutput::new(sink2.clone())).await.unwrap();
     sink2.wait_until(PATIENCE, "a reconnect report after restart", |e| !reconnects(e).is_empty()).await;
     tokio::time::timeout(Duration::from_secs(30), session.stop()).await.expect("stop");
 

@@ -9,9 +9,9 @@ use tokio::net::TcpListener;
 use wagate_api::{AppState, HttpLimits, Metrics};
 use wagate_auth::Authenticator;
 use wagate_auth::jwt::{JwtConfig, JwtVerifier};
-use wagate_core::{ApiKeyId, ApiKeyRecord, Capabilities, OrgId};
-use wagate_engine::supervisor::{Supervisor, SupervisorConfig};
-use wagate_runtime::{EventConfig, EventHub};
+use wagate_core::OrgId;
+use wagate_runtime::supervisor::{Supervisor, SupervisorConfig};
+use wagate_runtime::{ApiKeyService, EventConfig, EventHub};
 use wagate_store::prelude::*;
 
 use crate::config::Config;
@@ -49,7 +49,7 @@ impl Application {
             .map_err(anyhow::Error::msg)?;
         let store = open_store(config).await?;
         tracing::info!(backend = store.backend(), "database ready");
-        let bootstrap_key = bootstrap(store.as_ref()).await?;
+        let bootstrap_key = bootstrap(Arc::clone(&store)).await?;
 
         let mut background = Vec::new();
         let jwt = match &config.jwks_url {
@@ -78,7 +78,7 @@ impl Application {
         let events = EventHub::start(Arc::clone(&store), Arc::clone(&metrics), EventConfig::with_retention(config.event_retention))
             .await
             .map_err(|e| anyhow::anyhow!("cannot read the event log: {e}"))?;
-        let state = AppState { store, auth, supervisor, metrics, events };
+        let state = AppState::new(store, auth, supervisor, metrics, events);
 
         let listener = TcpListener::bind(&config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         let metrics_listener = match &config.metrics_listen {
@@ -105,11 +105,11 @@ impl Application {
     /// next start) and returns.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Application { listener, metrics_listener, state, background, owner, connections, .. } = self;
-        let supervisor = Arc::clone(&state.supervisor);
+        let sessions = Arc::clone(&state.sessions);
         let resume = tokio::spawn({
-            let supervisor = Arc::clone(&supervisor);
+            let sessions = Arc::clone(&sessions);
             async move {
-                match supervisor.resume_all().await {
+                match sessions.resume_all().await {
                     Ok(report) if report.total > 0 => {
                         tracing::info!(total = report.total, started = report.started, failed = report.failed, "sessions resumed")
                     }
@@ -140,7 +140,7 @@ impl Application {
         crate::server::serve(listener, router, connections, shutdown).await;
         tracing::info!("shutting down: stopping sessions");
         resume.abort();
-        supervisor.shutdown().await;
+        sessions.shutdown().await;
         for task in background.into_iter().chain(metrics_server) {
             task.abort();
         }
@@ -151,24 +151,13 @@ impl Application {
 }
 
 /// On an empty database: creates the `default` organization and one key with every capability.
-async fn bootstrap(store: &dyn Store) -> anyhow::Result<Option<String>> {
-    let key = wagate_auth::apikey::generate();
-    let record = ApiKeyRecord {
-        id: ApiKeyId::generate(),
-        org: OrgId::parse(BOOTSTRAP_ORG).expect("a valid org id"),
-        name: "bootstrap".to_owned(),
-        capabilities: Capabilities::ALL,
-        hash: key.hash,
-        created_at: wagate_core::now(),
-        expires_at: None,
-        revoked_at: None,
-        last_used_at: None,
-    };
-    let created = store.bootstrap(&record).await.map_err(|e| anyhow::anyhow!("bootstrap failed: {e}"))?;
-    if created {
-        tracing::info!(key_id = %record.id, org = BOOTSTRAP_ORG, "empty database: created the bootstrap API key");
-    }
-    Ok(created.then_some(key.secret))
+async fn bootstrap(store: Arc<dyn Store>) -> anyhow::Result<Option<String>> {
+    let org = OrgId::parse(BOOTSTRAP_ORG).expect("a valid org id");
+    let created = ApiKeyService::new(store).bootstrap(org).await.map_err(|e| anyhow::anyhow!("bootstrap failed: {e}"))?;
+    Ok(created.map(|key| {
+        tracing::info!(key_id = %key.record.id, org = BOOTSTRAP_ORG, "empty database: created the bootstrap API key");
+        key.secret
+    }))
 }
 
 /// Resolves on Ctrl-C or SIGTERM. The handlers are installed by this call, not on first poll,

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use wagate_core::{ApiKeyId, ApiKeyRecord, Capabilities, OrgId};
+use wagate_core::{ApiKeyId, Capabilities, OrgId};
+use wagate_runtime::{ApiKeyService, CreateApiKey};
 
 use crate::app::{Application, open_store, shutdown_signal};
 use crate::config::{Config, Layer, LogFormat};
@@ -128,20 +129,10 @@ async fn keys(file: Option<&std::path::Path>, command: KeysCommand) -> anyhow::R
                 .map(parse_duration)
                 .transpose()?
                 .map(|d| now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX));
-            let store = open_store(&store_config(file, store)?).await?;
-            let key = wagate_auth::apikey::generate();
-            let record = ApiKeyRecord {
-                id: ApiKeyId::generate(),
-                org,
-                name: name.trim().to_owned(),
-                capabilities,
-                hash: key.hash,
-                created_at: now,
-                expires_at,
-                revoked_at: None,
-                last_used_at: None,
-            };
-            store.insert_api_key(&record).await.map_err(|e| anyhow::anyhow!("cannot store the key: {e}"))?;
+            let keys = api_keys(file, store).await?;
+            let new = CreateApiKey { org, name: name.trim().to_owned(), capabilities, expires_at };
+            let key = keys.create(new).await.map_err(|e| anyhow::anyhow!("cannot store the key: {e}"))?;
+            let record = &key.record;
             eprintln!(
                 "created {} in organization `{}` with {}{}; the key is shown only once:",
                 record.id,
@@ -154,8 +145,7 @@ async fn keys(file: Option<&std::path::Path>, command: KeysCommand) -> anyhow::R
         }
         KeysCommand::List { org, store } => {
             let org = OrgId::parse(&org).context("--org must be a non-empty printable string")?;
-            let store = open_store(&store_config(file, store)?).await?;
-            let keys = store.list_api_keys(&org).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let keys = api_keys(file, store).await?.list(&org).await.map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{:<32} {:<20} {:<18} {:<10} {:<25} LAST USED", "ID", "NAME", "CAPABILITIES", "STATE", "CREATED");
             let now = wagate_core::now();
             for k in keys {
@@ -180,8 +170,7 @@ async fn keys(file: Option<&std::path::Path>, command: KeysCommand) -> anyhow::R
         }
         KeysCommand::Revoke { key_id, store } => {
             let id = ApiKeyId::parse(&key_id).map_err(|_| anyhow::anyhow!("`{key_id}` is not a key id (key_...)"))?;
-            let store = open_store(&store_config(file, store)?).await?;
-            if store.revoke_api_key(&id, wagate_core::now()).await.map_err(|e| anyhow::anyhow!("{e}"))? {
+            if api_keys(file, store).await?.revoke(&id).await.map_err(|e| anyhow::anyhow!("{e}"))? {
                 println!("revoked {id}");
                 Ok(())
             } else {
@@ -189,6 +178,11 @@ async fn keys(file: Option<&std::path::Path>, command: KeysCommand) -> anyhow::R
             }
         }
     }
+}
+
+/// The keys of the configured store.
+async fn api_keys(file: Option<&std::path::Path>, store: StoreArgs) -> anyhow::Result<ApiKeyService> {
+    Ok(ApiKeyService::new(open_store(&store_config(file, store)?).await?))
 }
 
 /// `30d`, `12h`, `90m`, `45s`, `2w`.

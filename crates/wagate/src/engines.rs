@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use wagate_engine::Engine;
-use wagate_engine::sandbox::SandboxEngine;
+use wagate_sandbox::SandboxEngine;
 use wagate_whatsapp::{WhatsappConfig, WhatsappEngine};
 
 use crate::config::Config;

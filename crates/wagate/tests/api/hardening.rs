@@ -144,6 +144,22 @@ async fn custom_methods_answer_exact_405s_and_unknown_paths_404() {
     }
 }
 
+#[tokio::test]
+async fn the_events_collection_routes_its_custom_methods_through_the_same_table() {
+    let app = spawn_app().await;
+    let key = Some(app.key.as_str());
+    for m in [Method::POST, Method::PUT, Method::DELETE] {
+        assert_405(&app.call(m, "/api/v1/events:stream", key, None).await, "GET");
+    }
+    // Routing comes first, as for every custom method.
+    assert_405(&app.call(Method::POST, "/api/v1/events:stream", None, None).await, "GET");
+    for path in ["/api/v1/events:nope", "/api/v1/events:", "/api/v1/sessions:stream", "/api/v1/nothing", "/api/v1/nothing:stream"] {
+        for m in [Method::GET, Method::POST] {
+            app.call(m, path, key, None).await.assert_error(404, "not_found");
+        }
+    }
+}
+
 // ---- 7. the OpenAPI document matches behaviour ----
 
 #[tokio::test]

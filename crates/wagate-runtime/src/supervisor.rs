@@ -28,8 +28,9 @@ use wagate_core::{EngineKind, Identity, Phone, Session, SessionId, SessionStatus
 use wagate_store::prelude::*;
 use wagate_store::{IdentityUpdate, SessionStateUpdate, StoreError};
 
-use crate::sandbox::SandboxControl;
-use crate::{Engine, EngineError, EngineEvent, EngineSession, EventSink, PairingCode, QrCode, SessionSpec};
+use wagate_engine::{
+    Engine, EngineError, EngineEvent, EngineSession, EventSink, PairingCode, QrCode, SessionOutput, SessionSpec,
+};
 
 /// `status_reason` written when the QR codes of a pairing attempt ran out.
 pub const REASON_QR_EXHAUSTED: &str = "qr_codes_exhausted";
@@ -62,7 +63,7 @@ pub enum SupervisorError {
     /// Pairing asked of a paired session. HTTP 400 `validation_error` (the contract says so).
     #[error("session is already paired")]
     AlreadyPaired,
-    /// A sandbox action on a session of another engine. HTTP 404.
+    /// A sandbox action on a session of another engine (see [`crate::sandbox`]). HTTP 404.
     #[error("not a sandbox session")]
     NotSandbox,
     /// No engine of this kind is configured in this gateway. HTTP 501.
@@ -103,33 +104,26 @@ pub struct ResumeReport {
     pub failed: usize,
 }
 
-/// A running sandbox session, for the `sandbox:*` routes. It implements [`SandboxControl`] by
-/// forwarding to the session.
-pub struct SandboxHandle(Arc<dyn EngineSession>);
-
-impl SandboxHandle {
-    fn control(&self) -> Result<&dyn SandboxControl, EngineError> {
-        self.0.sandbox().ok_or_else(|| EngineError::Internal("not a sandbox session".into()))
-    }
+/// A handle on a running session, for the services that use what its engine offers (its
+/// abilities, or controls of the engine's own).
+#[derive(Clone)]
+pub struct RunningSession {
+    kind: EngineKind,
+    session: Arc<dyn EngineSession>,
 }
 
-#[async_trait]
-impl SandboxControl for SandboxHandle {
-    async fn scan_qr(&self, phone: Phone, push_name: Option<String>, platform: Option<String>)
-    -> Result<(), EngineError> {
-        self.control()?.scan_qr(phone, push_name, platform).await
+impl RunningSession {
+    /// The kind of engine running it.
+    pub fn kind(&self) -> EngineKind {
+        self.kind
     }
 
-    async fn enter_pairing_code(&self, code: &str) -> Result<(), EngineError> {
-        self.control()?.enter_pairing_code(code).await
+    pub fn engine_session(&self) -> &dyn EngineSession {
+        self.session.as_ref()
     }
 
-    async fn disconnect(&self) -> Result<(), EngineError> {
-        self.control()?.disconnect().await
-    }
-
-    async fn unlink(&self) -> Result<(), EngineError> {
-        self.control()?.unlink().await
+    pub fn into_engine_session(self) -> Arc<dyn EngineSession> {
+        self.session
     }
 }
 
@@ -337,10 +331,12 @@ impl Supervisor {
             identity: row.identity.clone(),
             device_name: row.device_name.clone(),
         };
-        let sink: Arc<dyn EventSink> = Arc::new(RunSink { supervisor: self.me.clone(), generation });
+        // Lifecycle events come back to this run; traffic has nowhere to go until the messaging
+        // services exist (issue 10), and no engine produces any yet.
+        let output = SessionOutput::new(Arc::new(RunSink { supervisor: self.me.clone(), generation }));
         let started = {
             let _permit = self.start_permits.acquire().await.expect("the semaphore is never closed");
-            engine.start(spec, sink).await
+            engine.start(spec, output).await
         };
 
         let engine_session = match started {
@@ -531,6 +527,7 @@ impl Supervisor {
             return Err(SupervisorError::AlreadyPaired);
         }
         let es = run.engine_session.get().ok_or_else(|| SupervisorError::Conflict("session is starting".into()))?;
+        let pairing = es.pairing().ok_or(EngineError::Unsupported("pairing codes"))?;
         let mut rx = run.qr.subscribe();
         let went_down = async {
             while !run.upstream_down.load(Ordering::Acquire) {
@@ -540,26 +537,16 @@ impl Supervisor {
             }
         };
         tokio::select! {
-            code = es.request_pairing_code(phone) => Ok(code?),
+            code = pairing.request_pairing_code(phone) => Ok(code?),
             () = went_down => Err(upstream_down()),
         }
     }
 
-    /// The sandbox controls of a running sandbox session. `NotSandbox` for another engine (or an
-    /// engine session without controls), `Conflict` when not running.
-    pub fn sandbox(&self, session: &Session) -> Result<SandboxHandle, SupervisorError> {
-        if session.engine != EngineKind::Sandbox {
-            return Err(SupervisorError::NotSandbox);
-        }
+    /// The running session. `Conflict` when it is not running, or still starting.
+    pub fn running(&self, session: &Session) -> Result<RunningSession, SupervisorError> {
         let run = self.run(&session.id).ok_or_else(not_started)?;
-        if run.kind != EngineKind::Sandbox {
-            return Err(SupervisorError::NotSandbox);
-        }
         let es = run.engine_session.get().ok_or_else(|| SupervisorError::Conflict("session is starting".into()))?;
-        if es.sandbox().is_none() {
-            return Err(SupervisorError::NotSandbox);
-        }
-        Ok(SandboxHandle(Arc::clone(es)))
+        Ok(RunningSession { kind: run.kind, session: Arc::clone(es) })
     }
 
     /// Starts every session whose `desired_running` is set (at gateway start). At most
@@ -801,8 +788,12 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use super::*;
-    use crate::sandbox::{SandboxConfig, SandboxEngine};
+    use crate::sandbox::SandboxAccess;
+    use wagate_sandbox::SandboxControl;
     use crate::testing::*;
+    use wagate_engine::testing::*;
+    use wagate_sandbox::testing::fast_sandbox;
+    use wagate_sandbox::{SandboxConfig, SandboxEngine};
 
     struct Fixture {
         store: Arc<dyn Store>,

@@ -1,4 +1,5 @@
-//! The sandbox engine: a simulated WhatsApp network inside the gateway.
+//! The `sandbox` engine of wagate: a simulated WhatsApp network inside the gateway, a peer
+//! of the real engine (`wagate-whatsapp`).
 //!
 //! A sandbox session goes through the same states as a real one (QR codes that rotate and run
 //! out, phone pairing codes, pairing, connecting, dropped connections, unlinking), driven by
@@ -9,6 +10,9 @@
 //! every background task checks, under that lock, that it still belongs to the current link
 //! attempt (its *epoch*) before emitting. So a QR rotation can never land after `Paired`, and
 //! nothing is emitted once `stop()` has begun.
+//!
+//! The phone-side controls are this crate's own trait, [`SandboxControl`]; the engine boundary
+//! knows nothing of them. Whoever holds a running session finds them with [`control`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,7 +27,17 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use wagate_core::{EngineKind, Identity, OrgId, Phone, SessionId, Timestamp};
 
-use crate::{Engine, EngineError, EngineEvent, EngineSession, EventSink, PairingCode, QrCode, SessionSpec};
+use wagate_engine::{
+    Engine, EngineError, EngineEvent, EngineSession, EventSink, Pairing, PairingCode, QrCode, SessionOutput, SessionSpec,
+};
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+/// The sandbox controls of a running session, if it is a sandbox session.
+pub fn control(session: &dyn EngineSession) -> Option<&dyn SandboxControl> {
+    session.as_any().downcast_ref::<SandboxSession>().map(|s| s as &dyn SandboxControl)
+}
 
 /// The phone-side controls of a sandbox session (the `sandbox:*` routes).
 ///
@@ -50,9 +64,10 @@ pub trait SandboxControl: Send + Sync {
     async fn unlink(&self) -> Result<(), EngineError>;
 
     // Inbound messages (`sandbox:receive`) belong to the messaging issue: a
-    // `receive(from, message)` method goes here, emitting a message event through the session's
-    // `EventSink`, and the shared [`SandboxEngine`] network (see `Network`) routes messages
-    // between sandbox sessions of one organization by phone number.
+    // `receive(from, message)` method goes here, delivering the message as `Traffic` through the
+    // session's `TrafficSink` (traffic is not a lifecycle event), and the shared
+    // [`SandboxEngine`] network (see `Network`) routes messages between sandbox sessions of one
+    // organization by phone number.
 }
 
 /// Timings of the simulated network.
@@ -134,14 +149,14 @@ impl Engine for SandboxEngine {
         EngineKind::Sandbox
     }
 
-    async fn start(&self, spec: SessionSpec, events: Arc<dyn EventSink>) -> Result<Arc<dyn EngineSession>, EngineError> {
+    async fn start(&self, spec: SessionSpec, output: SessionOutput) -> Result<Arc<dyn EngineSession>, EngineError> {
         let paired = spec.identity.is_some();
         let inner = Arc::new(Inner {
             id: spec.id,
             org: spec.org,
             config: self.config.clone(),
             network: Arc::clone(&self.network),
-            events,
+            events: output.events,
             keys: DeviceKeys::generate(),
             epoch: watch::Sender::new(FIRST_EPOCH),
             emit_lock: tokio::sync::Mutex::new(()),
@@ -418,15 +433,6 @@ impl Drop for SandboxSession {
 
 #[async_trait]
 impl EngineSession for SandboxSession {
-    async fn request_pairing_code(&self, phone: &Phone) -> Result<PairingCode, EngineError> {
-        self.inner.check_pairable()?;
-        let code = new_pairing_code();
-        let (expires, expires_at) = deadline(self.inner.config.pairing_code_ttl);
-        lock(&self.inner.state).pending_code =
-            Some(PendingCode { code: normalize_code(&code), phone: phone.clone(), expires });
-        Ok(PairingCode { code, expires_at })
-    }
-
     /// Ends the simulated link (the identity is forgotten; the supervisor clears the stored one).
     async fn logout(&self) -> Result<(), EngineError> {
         let _order = self.inner.emit_lock.lock().await;
@@ -442,8 +448,24 @@ impl EngineSession for SandboxSession {
         self.inner.shutdown().await;
     }
 
-    fn sandbox(&self) -> Option<&dyn SandboxControl> {
+    fn pairing(&self) -> Option<&dyn Pairing> {
         Some(self)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+#[async_trait]
+impl Pairing for SandboxSession {
+    async fn request_pairing_code(&self, phone: &Phone) -> Result<PairingCode, EngineError> {
+        self.inner.check_pairable()?;
+        let code = new_pairing_code();
+        let (expires, expires_at) = deadline(self.inner.config.pairing_code_ttl);
+        lock(&self.inner.state).pending_code =
+            Some(PendingCode { code: normalize_code(&code), phone: phone.clone(), expires });
+        Ok(PairingCode { code, expires_at })
     }
 }
 
@@ -532,7 +554,8 @@ impl SandboxControl for SandboxSession {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{RecordingSink, fast_sandbox, phone};
+    use crate::testing::fast_sandbox;
+    use wagate_engine::testing::{RecordingSink, phone};
 
     fn spec(identity: Option<Identity>) -> SessionSpec {
         SessionSpec { id: SessionId::generate(), org: OrgId::parse("acme").unwrap(), identity, device_name: None }
@@ -541,7 +564,7 @@ mod tests {
     async fn start(config: SandboxConfig, identity: Option<Identity>) -> (Arc<dyn EngineSession>, Arc<RecordingSink>) {
         let engine = SandboxEngine::new(config);
         let sink = Arc::new(RecordingSink::default());
-        let session = engine.start(spec(identity), sink.clone()).await.unwrap();
+        let session = engine.start(spec(identity), SessionOutput::new(sink.clone())).await.unwrap();
         (session, sink)
     }
 
@@ -609,7 +632,7 @@ mod tests {
     async fn scan_pairs_then_connects_and_refuses_a_second_scan() {
         let (session, sink) = start(fast_sandbox(), None).await;
         sink.wait_for(1).await;
-        let control = session.sandbox().expect("sandbox controls");
+        let control = control(&*session).expect("sandbox controls");
         control.scan_qr(phone("628123456789"), Some("Support".into()), None).await.unwrap();
         let events = sink.events();
         assert_eq!(events.len(), 3, "{events:?}");
@@ -624,7 +647,8 @@ mod tests {
         assert_eq!(events[2], EngineEvent::Connected);
 
         assert!(matches!(control.scan_qr(phone("628123456789"), None, None).await, Err(EngineError::AlreadyPaired)));
-        assert!(matches!(session.request_pairing_code(&phone("628123456789")).await, Err(EngineError::AlreadyPaired)));
+        let pairing = session.pairing().expect("pairing");
+        assert!(matches!(pairing.request_pairing_code(&phone("628123456789")).await, Err(EngineError::AlreadyPaired)));
         session.stop().await;
     }
 
@@ -634,9 +658,9 @@ mod tests {
         let mut lids = Vec::new();
         for platform in ["iphone", "smba"] {
             let sink = Arc::new(RecordingSink::default());
-            let session = engine.start(spec(None), sink.clone()).await.unwrap();
+            let session = engine.start(spec(None), SessionOutput::new(sink.clone())).await.unwrap();
             sink.wait_for(1).await;
-            session.sandbox().unwrap().scan_qr(phone("4915112345678"), None, Some(platform.into())).await.unwrap();
+            control(&*session).unwrap().scan_qr(phone("4915112345678"), None, Some(platform.into())).await.unwrap();
             let EngineEvent::Paired(identity) = &sink.events()[1] else { panic!() };
             assert_eq!(identity.platform.as_deref(), Some(platform));
             assert_eq!(identity.push_name, None);
@@ -650,7 +674,7 @@ mod tests {
     async fn scanning_needs_a_shown_qr_code() {
         let config = SandboxConfig { connect_delay: Duration::from_secs(3600), ..fast_sandbox() };
         let (session, sink) = start(config, None).await;
-        let err = session.sandbox().unwrap().scan_qr(phone("628123456789"), None, None).await.unwrap_err();
+        let err = control(&*session).unwrap().scan_qr(phone("628123456789"), None, None).await.unwrap_err();
         assert!(matches!(err, EngineError::InvalidState(_)), "{err:?}");
         session.stop().await;
         assert!(sink.events().is_empty());
@@ -659,11 +683,11 @@ mod tests {
     #[tokio::test]
     async fn pairing_codes_have_the_whatsapp_format_and_pair_with_the_requested_phone() {
         let (session, sink) = start(fast_sandbox(), None).await;
-        let control = session.sandbox().unwrap();
+        let control = control(&*session).unwrap();
         let err = control.enter_pairing_code("ABCD-1234").await.unwrap_err();
         assert!(matches!(err, EngineError::Invalid { field: "code", .. }), "no code requested: {err:?}");
 
-        let code = session.request_pairing_code(&phone("628111222333")).await.unwrap();
+        let code = session.pairing().expect("pairing").request_pairing_code(&phone("628111222333")).await.unwrap();
         assert_eq!(code.code.len(), 9);
         let (a, b) = code.code.split_once('-').unwrap();
         assert!(a.len() == 4 && b.len() == 4);
@@ -691,9 +715,9 @@ mod tests {
     async fn an_expired_pairing_code_is_refused() {
         let config = SandboxConfig { pairing_code_ttl: Duration::from_millis(20), ..fast_sandbox() };
         let (session, _sink) = start(config, None).await;
-        let code = session.request_pairing_code(&phone("628111222333")).await.unwrap();
+        let code = session.pairing().expect("pairing").request_pairing_code(&phone("628111222333")).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let err = session.sandbox().unwrap().enter_pairing_code(&code.code).await.unwrap_err();
+        let err = control(&*session).unwrap().enter_pairing_code(&code.code).await.unwrap_err();
         match err {
             EngineError::Invalid { field: "code", message } => assert!(message.contains("expired"), "{message}"),
             other => panic!("{other:?}"),
@@ -705,7 +729,7 @@ mod tests {
     async fn disconnect_reconnects_a_paired_session() {
         let (session, sink) = start(fast_sandbox(), Some(some_identity())).await;
         sink.wait_for(1).await;
-        session.sandbox().unwrap().disconnect().await.unwrap();
+        control(&*session).unwrap().disconnect().await.unwrap();
         assert_eq!(
             sink.events()[1],
             EngineEvent::Reconnecting {
@@ -722,7 +746,7 @@ mod tests {
     async fn disconnect_of_an_unpaired_session_shows_new_qr_codes() {
         let (session, sink) = start(fast_sandbox(), None).await;
         let first = qr_of(&sink.wait_for(1).await[0]).clone();
-        session.sandbox().unwrap().disconnect().await.unwrap();
+        control(&*session).unwrap().disconnect().await.unwrap();
         assert!(matches!(sink.events()[1], EngineEvent::Reconnecting { attempt: 1, .. }));
         let events = sink.wait_for(3).await;
         assert_ne!(qr_of(&events[2]).code, first.code);
@@ -733,7 +757,7 @@ mod tests {
     async fn unlink_logs_out_and_needs_a_paired_session() {
         let (session, sink) = start(fast_sandbox(), None).await;
         sink.wait_for(1).await;
-        let control = session.sandbox().unwrap();
+        let control = control(&*session).unwrap();
         assert!(matches!(control.unlink().await, Err(EngineError::InvalidState(_))));
         control.scan_qr(phone("628123456789"), None, None).await.unwrap();
         control.unlink().await.unwrap();
@@ -766,7 +790,7 @@ mod tests {
         let config = SandboxConfig { reconnect_delay: Duration::from_millis(100), ..fast_sandbox() };
         let (session, sink) = start(config, Some(some_identity())).await;
         sink.wait_for(1).await;
-        session.sandbox().unwrap().disconnect().await.unwrap();
+        control(&*session).unwrap().disconnect().await.unwrap();
         session.stop().await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(sink.events().len(), 2, "{:?}", sink.events());
