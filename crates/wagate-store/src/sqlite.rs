@@ -41,7 +41,7 @@ pub struct SqliteStore {
 
 /// The write connection. `open` is true while a transaction begun on it has not ended.
 pub(crate) struct Writer {
-    conn: SqliteConnection,
+    pub(crate) conn: SqliteConnection,
     open: bool,
 }
 
@@ -142,22 +142,28 @@ impl SqliteStore {
         Ok(Self { pool, commits: Arc::new(watch::Sender::new(0)), checkpointer, writer, keystamp, sessions: Arc::default() })
     }
 
-    /// Starts a write transaction. `BEGIN IMMEDIATE` takes SQLite's write lock up front (a
-    /// transaction that reads before it writes could not upgrade if another writer came first);
-    /// before that, writers of this process wait their turn on an async mutex, because
-    /// SQLite's own busy handler makes a blocked writer sleep and retry, which under contention
-    /// costs far more than queueing.
-    ///
-    /// Every write transaction of this process runs on one connection, kept for the store's
-    /// life: its page cache stays warm, where a pooled connection would find it stale after
+    /// This process's turn on its write connection, with no transaction open. Every write of
+    /// this process goes through it: a single statement as is (it commits by itself), several
+    /// through [`SqliteStore::begin_write`]. Writers of this process thus queue on an async
+    /// mutex instead of meeting in SQLite's busy handler, which makes a blocked writer sleep and
+    /// retry and under contention costs far more than queueing; and the connection, kept for the
+    /// store's life, keeps a warm page cache, where a pooled one would find it stale after
     /// every other connection's write.
-    pub(crate) async fn begin_write(&self) -> Result<WriteTx> {
+    pub(crate) async fn writer(&self) -> Result<tokio::sync::OwnedMutexGuard<Writer>> {
         let mut writer = Arc::clone(&self.writer).lock_owned().await;
         if writer.open {
             // The last transaction was dropped where no task could roll it back.
             writer.run("ROLLBACK").await?;
             writer.open = false;
         }
+        Ok(writer)
+    }
+
+    /// Starts a write transaction on the write connection. `BEGIN IMMEDIATE` takes SQLite's
+    /// write lock up front (a transaction that reads before it writes could not upgrade if
+    /// another process's writer came first).
+    pub(crate) async fn begin_write(&self) -> Result<WriteTx> {
+        let mut writer = self.writer().await?;
         writer.run("BEGIN IMMEDIATE").await?;
         writer.open = true;
         Ok(WriteTx { writer: Some(writer) })

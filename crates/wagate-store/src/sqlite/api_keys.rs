@@ -38,8 +38,7 @@ async fn insert_key(conn: &mut SqliteConnection, key: &ApiKeyRecord) -> Result<(
 #[async_trait]
 impl ApiKeyStore for SqliteStore {
     async fn ensure_org(&self, org: &OrgId) -> Result<()> {
-        let mut conn = self.pool.acquire().await.map_err(db_err)?;
-        ensure_org(&mut conn, org, wagate_core::now()).await
+        ensure_org(&mut self.writer().await?.conn, org, wagate_core::now()).await
     }
 
     async fn bootstrap(&self, key: &ApiKeyRecord) -> Result<bool> {
@@ -85,13 +84,13 @@ impl ApiKeyStore for SqliteStore {
     }
 
     async fn revoke_api_key(&self, id: &ApiKeyId, at: Timestamp) -> Result<bool> {
-        let done = sqlx::query(sql::REVOKE_API_KEY).bind(id.as_str()).bind(at).execute(&self.pool).await.map_err(db_err)?;
+        let done = sqlx::query(sql::REVOKE_API_KEY).bind(id.as_str()).bind(at).execute(&mut self.writer().await?.conn).await.map_err(db_err)?;
         self.keys_changed();
         Ok(done.rows_affected() > 0)
     }
 
     async fn touch_api_key(&self, id: &ApiKeyId, at: Timestamp) -> Result<()> {
-        sqlx::query(sql::TOUCH_API_KEY).bind(id.as_str()).bind(at).execute(&self.pool).await.map_err(db_err)?;
+        sqlx::query(sql::TOUCH_API_KEY).bind(id.as_str()).bind(at).execute(&mut self.writer().await?.conn).await.map_err(db_err)?;
         Ok(())
     }
 

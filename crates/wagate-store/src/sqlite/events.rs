@@ -85,7 +85,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn prune_events(&self, before: Timestamp, limit: u32) -> Result<u64> {
-        let done = sqlx::query(sql::PRUNE_EVENTS).bind(before).bind(i64::from(limit)).execute(&self.pool).await.map_err(db_err)?;
+        let done = sqlx::query(sql::PRUNE_EVENTS).bind(before).bind(i64::from(limit)).execute(&mut self.writer().await?.conn).await.map_err(db_err)?;
         Ok(done.rows_affected())
     }
 

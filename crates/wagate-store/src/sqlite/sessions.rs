@@ -127,6 +127,7 @@ impl SessionStore for SqliteStore {
         at: Timestamp,
     ) -> Result<Option<Session>> {
         let _writing = self.sessions.writing(id);
+        let mut writer = self.writer().await?;
         sqlx::query_as::<_, SessionRow>(sql::UPDATE_SESSION_SETTINGS)
             .bind(org.as_str())
             .bind(id.as_str())
@@ -135,7 +136,7 @@ impl SessionStore for SqliteStore {
             .bind(settings.device_name.is_some())
             .bind(settings.device_name.flatten())
             .bind(at)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut writer.conn)
             .await
             .map_err(db_err)?
             .map(SessionRow::into_session)
@@ -144,7 +145,7 @@ impl SessionStore for SqliteStore {
 
     async fn delete_session(&self, org: &OrgId, id: &SessionId) -> Result<bool> {
         let _writing = self.sessions.writing(id);
-        let done = sqlx::query(sql::DELETE_SESSION).bind(org.as_str()).bind(id.as_str()).execute(&self.pool).await.map_err(db_err)?;
+        let done = sqlx::query(sql::DELETE_SESSION).bind(org.as_str()).bind(id.as_str()).execute(&mut self.writer().await?.conn).await.map_err(db_err)?;
         Ok(done.rows_affected() > 0)
     }
 
