@@ -290,7 +290,9 @@ pub trait Store: ApiKeyStore + SessionStore + EventStore + 'static {
     /// Cheap round trip, for `/readyz`.
     async fn ping(&self) -> Result<()>;
 
-    /// Starts a unit of work (a write transaction).
+    /// Starts a unit of work (a write transaction). On SQLite it holds this process's turn to
+    /// write until it ends: do every write of the task through it, never through the store's
+    /// other methods meanwhile (they would wait for that same turn).
     async fn begin(&self) -> Result<Box<dyn UnitOfWork>>;
 
     /// Applies a run-state change and, when the status changed, appends its `session.status`
