@@ -292,7 +292,10 @@ pub trait Store: ApiKeyStore + SessionStore + EventStore + 'static {
 
     /// Starts a unit of work (a write transaction). On SQLite it holds this process's turn to
     /// write until it ends: do every write of the task through it, never through the store's
-    /// other methods meanwhile (they would wait for that same turn).
+    /// other methods meanwhile (they would wait for that same turn), and await nothing another
+    /// writer must finish first. Its `commit` returns once it is committed; on SQLite, units of
+    /// work that were waiting for the turn at the same time commit in one transaction (each can
+    /// still fail or be dropped alone).
     async fn begin(&self) -> Result<Box<dyn UnitOfWork>>;
 
     /// Applies a run-state change and, when the status changed, appends its `session.status`

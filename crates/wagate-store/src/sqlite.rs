@@ -17,6 +17,9 @@ use crate::{Result, SessionStateUpdate, StateChange, Store, StoreError, UnitOfWo
 mod api_keys;
 mod events;
 mod sessions;
+mod writer;
+
+use writer::{WriteLock, WriteTx, Writer};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -30,61 +33,12 @@ pub struct SqliteStore {
     commits: Arc<watch::Sender<u64>>,
     /// Keeps the WAL file small (see `wal.rs`); stopped when the store is dropped.
     checkpointer: tokio::task::AbortHandle,
-    /// The one connection this process writes through, and whose turn it is (see
-    /// [`SqliteStore::begin_write`]).
-    writer: Arc<tokio::sync::Mutex<Writer>>,
+    /// The one connection this process writes through, and whose turn it is (see `writer.rs`).
+    writer: WriteLock,
     /// Tells every process that API keys changed (see `keystamp.rs`).
     keystamp: Option<crate::keystamp::KeyStamp>,
     /// Sessions read by id (see `cache.rs`).
     sessions: Arc<SessionCache>,
-}
-
-/// The write connection. `open` is true while a transaction begun on it has not ended.
-pub(crate) struct Writer {
-    pub(crate) conn: SqliteConnection,
-    open: bool,
-}
-
-impl Writer {
-    async fn run(&mut self, statement: &'static str) -> Result<()> {
-        sqlx::query(statement).execute(&mut self.conn).await.map_err(db_err)?;
-        Ok(())
-    }
-}
-
-/// A write transaction on the write connection, holding this process's turn to write until it
-/// ends. Dropped without [`WriteTx::commit`], it is rolled back (at once from a task, or by the
-/// next writer).
-pub(crate) struct WriteTx {
-    writer: Option<tokio::sync::OwnedMutexGuard<Writer>>,
-}
-
-impl WriteTx {
-    pub(crate) fn conn(&mut self) -> &mut SqliteConnection {
-        &mut self.writer.as_mut().expect("a transaction until it ends").conn
-    }
-
-    pub(crate) async fn commit(mut self) -> Result<()> {
-        let writer = self.writer.as_mut().expect("a transaction until it ends");
-        writer.run("COMMIT").await?;
-        writer.open = false;
-        Ok(())
-    }
-}
-
-impl Drop for WriteTx {
-    fn drop(&mut self) {
-        let Some(mut writer) = self.writer.take().filter(|w| w.open) else { return };
-        // Roll back now, so SQLite's write lock is not held until this process writes again;
-        // the turn passes on once that is done.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if writer.run("ROLLBACK").await.is_ok() {
-                    writer.open = false;
-                }
-            });
-        }
-    }
 }
 
 impl Drop for SqliteStore {
@@ -138,35 +92,23 @@ impl SqliteStore {
             Ok(conn) => conn,
             Err(e) => return Err(StoreError::Backend(format!("cannot open the sqlite database: {e}"))),
         };
-        let writer = Arc::new(tokio::sync::Mutex::new(Writer { conn, open: false }));
-        Ok(Self { pool, commits: Arc::new(watch::Sender::new(0)), checkpointer, writer, keystamp, sessions: Arc::default() })
+        let commits = Arc::new(watch::Sender::new(0));
+        let writer = WriteLock::new(Writer::new(conn, Arc::clone(&commits)));
+        Ok(Self { pool, commits, checkpointer, writer, keystamp, sessions: Arc::default() })
     }
 
-    /// This process's turn on its write connection, with no transaction open. Every write of
-    /// this process goes through it: a single statement as is (it commits by itself), several
-    /// through [`SqliteStore::begin_write`]. Writers of this process thus queue on an async
-    /// mutex instead of meeting in SQLite's busy handler, which makes a blocked writer sleep and
-    /// retry and under contention costs far more than queueing; and the connection, kept for the
-    /// store's life, keeps a warm page cache, where a pooled one would find it stale after
-    /// every other connection's write.
+    /// This process's turn on its write connection, with no transaction open: a single
+    /// statement run through it commits by itself. Every write of this process goes through the
+    /// write connection (see `writer.rs`), several statements through
+    /// [`SqliteStore::begin_write`].
     pub(crate) async fn writer(&self) -> Result<tokio::sync::OwnedMutexGuard<Writer>> {
-        let mut writer = Arc::clone(&self.writer).lock_owned().await;
-        if writer.open {
-            // The last transaction was dropped where no task could roll it back.
-            writer.run("ROLLBACK").await?;
-            writer.open = false;
-        }
-        Ok(writer)
+        self.writer.statement().await
     }
 
-    /// Starts a write transaction on the write connection. `BEGIN IMMEDIATE` takes SQLite's
-    /// write lock up front (a transaction that reads before it writes could not upgrade if
-    /// another process's writer came first).
+    /// Starts a write transaction on the write connection; it commits with its group (see
+    /// `writer.rs`).
     pub(crate) async fn begin_write(&self) -> Result<WriteTx> {
-        let mut writer = self.writer().await?;
-        writer.run("BEGIN IMMEDIATE").await?;
-        writer.open = true;
-        Ok(WriteTx { writer: Some(writer) })
+        self.writer.begin().await
     }
 
     /// The pool, for callers that need raw access (tests, maintenance).
@@ -189,20 +131,12 @@ impl Store for SqliteStore {
 
     async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
         let tx = self.begin_write().await?;
-        Ok(Box::new(SqliteUnitOfWork {
-            tx,
-            appended: false,
-            commits: Arc::clone(&self.commits),
-            sessions: Arc::clone(&self.sessions),
-            writing: Vec::new(),
-        }))
+        Ok(Box::new(SqliteUnitOfWork { tx, sessions: Arc::clone(&self.sessions), writing: Vec::new() }))
     }
 }
 
 struct SqliteUnitOfWork {
     tx: WriteTx,
-    appended: bool,
-    commits: Arc<watch::Sender<u64>>,
     sessions: Arc<SessionCache>,
     /// Dropped after the transaction ends (declared after `tx`, so dropped after it).
     writing: Vec<WriteGuard>,
@@ -217,17 +151,14 @@ impl UnitOfWork for SqliteUnitOfWork {
 
     async fn append_event(&mut self, event: &NewEvent) -> Result<Event> {
         let event = events::insert(self.tx.conn(), event).await?;
-        self.appended = true;
+        self.tx.appended();
         Ok(event)
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {
-        let Self { tx, appended, commits, writing, .. } = *self;
+        let Self { tx, writing, .. } = *self;
         tx.commit().await?;
         drop(writing);
-        if appended {
-            commits.send_modify(|n| *n += 1);
-        }
         Ok(())
     }
 }

@@ -1345,6 +1345,8 @@ scenarios!(
     event_lists_filter_and_paginate,
     events_are_read_in_log_order_after_a_position,
     concurrent_writers_never_make_a_resuming_reader_skip,
+    concurrent_units_of_work_fail_alone,
+    an_abandoned_commit_blocks_nobody,
     pruning_removes_only_old_events,
     commits_wake_readers,
     reads_by_id_follow_every_write,
@@ -1363,4 +1365,49 @@ async fn sqlite_a_key_change_in_another_store_moves_the_version() {
     let seen = gateway.api_keys_version().unwrap();
     assert!(cli.revoke_api_key(&key.id, wagate_core::now()).await.unwrap());
     assert_ne!(gateway.api_keys_version().unwrap(), seen);
+}
+
+/// On SQLite a commit passes the turn on with the transaction open, for whoever queued to join
+/// it. A caller that stops waiting for its commit then (a dropped request), and whose only
+/// companion rolls back, still has its writes committed: nobody else has to write first.
+#[tokio::test]
+async fn sqlite_an_abandoned_commit_still_commits() {
+    use wagate_core::{EventType, NewEvent};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = wagate_store::connect(&sqlite_url(&dir)).await.unwrap();
+    let acme = org("acme");
+    let mut a = store.begin().await.unwrap();
+    let mine = a.append_event(&NewEvent::new(&acme, None, EventType::WebhookTest, &serde_json::json!({"a": 1}))).await.unwrap();
+
+    let (began, b_began) = tokio::sync::oneshot::channel();
+    let (go, b_go) = tokio::sync::oneshot::channel::<()>();
+    let b = tokio::spawn({
+        let store = Arc::clone(&store);
+        let acme = acme.clone();
+        async move {
+            let mut b = store.begin().await.unwrap();
+            b.append_event(&NewEvent::new(&acme, None, EventType::WebhookTest, &serde_json::json!({"b": 1}))).await.unwrap();
+            began.send(()).unwrap();
+            let _ = b_go.await;
+            drop(b);
+        }
+    });
+    // B is queued for the turn A holds.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let commit_a = tokio::spawn(async move { a.commit().await });
+    b_began.await.expect("A's commit passed the turn to B");
+    commit_a.abort();
+    assert!(commit_a.await.unwrap_err().is_cancelled());
+    go.send(()).unwrap();
+    b.await.unwrap();
+
+    let visible = async {
+        while store.get_event(&acme, &mine.id).await.unwrap().is_none() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), visible).await.expect("A's event is committed");
+    assert_eq!(store.events_after(0, 10).await.unwrap().len(), 1, "B's is not");
 }

@@ -74,8 +74,8 @@ impl SessionStore for SqliteStore {
             .map_err(db_err)?
             .into_session()?;
         events::insert(tx.conn(), &NewEvent::session_status(&session.org, &session.id, session.status, None, None)).await?;
+        tx.appended();
         tx.commit().await?;
-        self.commits.send_modify(|n| *n += 1);
         Ok(session)
     }
 

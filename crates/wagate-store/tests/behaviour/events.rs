@@ -250,3 +250,87 @@ pub async fn commits_wake_readers(store: Arc<dyn Store>) {
     uow.commit().await.unwrap();
     assert!(commits.has_changed().unwrap());
 }
+
+/// Units of work running at once, some committing, some failing after their first write, some
+/// dropped: each commits or not on its own (on SQLite they share transactions, see the group
+/// commit in `sqlite/writer.rs`), and every commit that returned Ok is stored.
+pub async fn concurrent_units_of_work_fail_alone(store: Arc<dyn Store>) {
+    const TASKS: usize = 8;
+    const EACH: usize = 30;
+    let acme = org("acme");
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..TASKS {
+        let store = Arc::clone(&store);
+        let acme = acme.clone();
+        tasks.spawn(async move {
+            let mut committed = Vec::new();
+            let mut undone = Vec::new();
+            for i in 0..EACH {
+                let mut uow = store.begin().await.unwrap();
+                let event = NewEvent::new(&acme, None, EventType::WebhookTest, &json!({"t": t, "i": i}));
+                uow.append_event(&event).await.unwrap();
+                match (t + i) % 3 {
+                    0 => {
+                        uow.commit().await.unwrap();
+                        committed.push(event.id);
+                    }
+                    1 => {
+                        // Fails after its first write (a duplicate id), then is dropped.
+                        assert!(uow.append_event(&event).await.is_err());
+                        undone.push(event.id);
+                    }
+                    _ => undone.push(event.id),
+                }
+                tokio::task::yield_now().await;
+            }
+            (committed, undone)
+        });
+    }
+    let (mut committed, mut undone) = (HashSet::new(), HashSet::new());
+    while let Some(done) = tasks.join_next().await {
+        let (c, u) = done.unwrap();
+        committed.extend(c);
+        undone.extend(u);
+    }
+    let stored: HashSet<EventId> = store.events_after(0, 1000).await.unwrap().into_iter().map(|e| e.id).collect();
+    assert_eq!(stored, committed, "exactly the committed units' events are stored");
+    assert!(undone.iter().all(|id| !stored.contains(id)));
+}
+
+/// A caller that stops waiting for its commit (a dropped request) neither loses the writes of
+/// the others in its transaction nor leaves the store unable to write.
+pub async fn an_abandoned_commit_blocks_nobody(store: Arc<dyn Store>) {
+    let acme = org("acme");
+    for round in 0..20 {
+        let mut tasks = Vec::new();
+        for w in 0..4 {
+            let store = Arc::clone(&store);
+            let acme = acme.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut uow = store.begin().await.unwrap();
+                let event = NewEvent::new(&acme, None, EventType::WebhookTest, &json!({"round": round, "w": w}));
+                uow.append_event(&event).await.unwrap();
+                uow.commit().await.unwrap();
+                event.id
+            }));
+        }
+        // Give up on one of them at some point of its life.
+        for _ in 0..(round % 4) {
+            tokio::task::yield_now().await;
+        }
+        tasks[round % 4].abort();
+        for (w, task) in tasks.into_iter().enumerate() {
+            match task.await {
+                Ok(id) => assert!(store.get_event(&acme, &id).await.unwrap().is_some(), "round {round}: writer {w}'s commit returned Ok"),
+                Err(e) => assert!(e.is_cancelled()),
+            }
+        }
+        let write = async {
+            let mut uow = store.begin().await.unwrap();
+            uow.append_event(&NewEvent::new(&acme, None, EventType::WebhookTest, &json!({}))).await.unwrap();
+            uow.commit().await.unwrap();
+            store.ensure_org(&org("other")).await.unwrap();
+        };
+        tokio::time::timeout(Duration::from_secs(10), write).await.expect("the store still writes");
+    }
+}
