@@ -58,7 +58,9 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT)
-            .pragma("journal_size_limit", crate::wal::JOURNAL_SIZE_LIMIT.to_string());
+            .pragma("journal_size_limit", crate::wal::JOURNAL_SIZE_LIMIT.to_string())
+            // Savepoints (see `writer.rs`) and sorts journal to memory, not to a temporary file.
+            .pragma("temp_store", "memory");
         let path = options.get_filename();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
@@ -88,7 +90,9 @@ impl SqliteStore {
             .map_err(|e| StoreError::Backend(format!("sqlite migrations failed: {e}")))?;
         let checkpointer = crate::wal::spawn_checkpointer(pool.clone(), path.to_path_buf(), BUSY_TIMEOUT);
         let keystamp = crate::keystamp::KeyStamp::beside(path);
-        let conn = match options.connect().await {
+        // The write connection caches each statement once per savepoint number (see
+        // `writer.rs`), beside the others.
+        let conn = match options.clone().statement_cache_capacity(100 + 4 * writer::MAX_GROUP as usize).connect().await {
             Ok(conn) => conn,
             Err(e) => return Err(StoreError::Backend(format!("cannot open the sqlite database: {e}"))),
         };
@@ -101,7 +105,7 @@ impl SqliteStore {
     /// statement run through it commits by itself. Every write of this process goes through the
     /// write connection (see `writer.rs`), several statements through
     /// [`SqliteStore::begin_write`].
-    pub(crate) async fn writer(&self) -> Result<tokio::sync::OwnedMutexGuard<Writer>> {
+    pub(crate) async fn writer(&self) -> tokio::sync::OwnedMutexGuard<Writer> {
         self.writer.statement().await
     }
 
@@ -146,11 +150,11 @@ struct SqliteUnitOfWork {
 impl UnitOfWork for SqliteUnitOfWork {
     async fn update_session_state(&mut self, id: &SessionId, update: &SessionStateUpdate) -> Result<Option<StateChange>> {
         self.writing.push(self.sessions.writing(id));
-        sessions::update_state(self.tx.conn(), id, update).await
+        sessions::update_state(&mut self.tx, id, update).await
     }
 
     async fn append_event(&mut self, event: &NewEvent) -> Result<Event> {
-        let event = events::insert(self.tx.conn(), event).await?;
+        let event = events::insert(&mut self.tx, event).await?;
         self.tx.appended();
         Ok(event)
     }

@@ -38,17 +38,17 @@ async fn insert_key(conn: &mut SqliteConnection, key: &ApiKeyRecord) -> Result<(
 #[async_trait]
 impl ApiKeyStore for SqliteStore {
     async fn ensure_org(&self, org: &OrgId) -> Result<()> {
-        ensure_org(&mut self.writer().await?.conn, org, wagate_core::now()).await
+        ensure_org(&mut self.writer().await.conn, org, wagate_core::now()).await
     }
 
     async fn bootstrap(&self, key: &ApiKeyRecord) -> Result<bool> {
         // The write lock is taken up front, so two bootstraps cannot both read an empty database.
         let mut tx = self.begin_write().await?;
-        let taken: bool = sqlx::query_scalar(sql::ANY_ORG_OR_KEY).fetch_one(tx.conn()).await.map_err(db_err)?;
+        let taken: bool = sqlx::query_scalar(sql::ANY_ORG_OR_KEY).fetch_one(tx.conn().await?).await.map_err(db_err)?;
         if taken {
             return Ok(false);
         }
-        insert_key(tx.conn(), key).await?;
+        insert_key(tx.conn().await?, key).await?;
         tx.commit().await?;
         self.keys_changed();
         Ok(true)
@@ -56,7 +56,7 @@ impl ApiKeyStore for SqliteStore {
 
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        insert_key(tx.conn(), key).await?;
+        insert_key(tx.conn().await?, key).await?;
         tx.commit().await?;
         self.keys_changed();
         Ok(())
@@ -84,13 +84,13 @@ impl ApiKeyStore for SqliteStore {
     }
 
     async fn revoke_api_key(&self, id: &ApiKeyId, at: Timestamp) -> Result<bool> {
-        let done = sqlx::query(sql::REVOKE_API_KEY).bind(id.as_str()).bind(at).execute(&mut self.writer().await?.conn).await.map_err(db_err)?;
+        let done = sqlx::query(sql::REVOKE_API_KEY).bind(id.as_str()).bind(at).execute(&mut self.writer().await.conn).await.map_err(db_err)?;
         self.keys_changed();
         Ok(done.rows_affected() > 0)
     }
 
     async fn touch_api_key(&self, id: &ApiKeyId, at: Timestamp) -> Result<()> {
-        sqlx::query(sql::TOUCH_API_KEY).bind(id.as_str()).bind(at).execute(&mut self.writer().await?.conn).await.map_err(db_err)?;
+        sqlx::query(sql::TOUCH_API_KEY).bind(id.as_str()).bind(at).execute(&mut self.writer().await.conn).await.map_err(db_err)?;
         Ok(())
     }
 

@@ -2,25 +2,25 @@
 //! `AUTOINCREMENT` key assigned inside the write transaction) are in commit order.
 
 use async_trait::async_trait;
-use sqlx::SqliteConnection;
 use wagate_core::{Event, EventId, NewEvent, OrgId, Timestamp};
 
-use super::SqliteStore;
+use super::{SqliteStore, WriteTx};
 use crate::rows::EventRow;
 use crate::sql::{self, db_err};
 use crate::{EventFilter, EventStore, Page, PageRequest, Result, page_size};
 
 const ORG_EVENTS: (&str, &str) = sql::org_events!("type IN (SELECT value FROM json_each($3))");
 
-pub(super) async fn insert(conn: &mut SqliteConnection, event: &NewEvent) -> Result<Event> {
-    sqlx::query_as::<_, EventRow>(sql::INSERT_EVENT)
+pub(super) async fn insert(tx: &mut WriteTx, event: &NewEvent) -> Result<Event> {
+    let statement = tx.sql(sql::INSERT_EVENT);
+    sqlx::query_as::<_, EventRow>(statement)
         .bind(event.id.as_str())
         .bind(event.org.as_str())
         .bind(event.session.as_ref().map(|s| s.as_str()))
         .bind(event.kind.as_str())
         .bind(event.data.get())
         .bind(event.created_at)
-        .fetch_one(conn)
+        .fetch_one(tx.conn().await?)
         .await
         .map_err(db_err)?
         .into_event()
@@ -85,7 +85,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn prune_events(&self, before: Timestamp, limit: u32) -> Result<u64> {
-        let done = sqlx::query(sql::PRUNE_EVENTS).bind(before).bind(i64::from(limit)).execute(&mut self.writer().await?.conn).await.map_err(db_err)?;
+        let done = sqlx::query(sql::PRUNE_EVENTS).bind(before).bind(i64::from(limit)).execute(&mut self.writer().await.conn).await.map_err(db_err)?;
         Ok(done.rows_affected())
     }
 

@@ -1,23 +1,23 @@
 //! Sessions on SQLite.
 
 use async_trait::async_trait;
-use sqlx::SqliteConnection;
 use wagate_core::{InstanceId, NewEvent, NewSession, OrgId, Session, SessionId, SessionStatus, Timestamp};
 
-use super::{SqliteStore, events};
+use super::{SqliteStore, WriteTx, events};
 use crate::rows::{self, SessionRow};
 use crate::sql::{self, db_err};
 use crate::{IdentityUpdate, Page, PageRequest, Result, SessionSettings, SessionStateUpdate, SessionStore, StateChange, page_size};
 
 /// The state update of a unit of work: reads the status it replaces, then writes.
 pub(super) async fn update_state(
-    conn: &mut SqliteConnection,
+    tx: &mut WriteTx,
     id: &SessionId,
     update: &SessionStateUpdate,
 ) -> Result<Option<StateChange>> {
-    let Some(previous) = sqlx::query_scalar::<_, String>(sql::SESSION_STATUS)
+    let statement = tx.sql(sql::SESSION_STATUS);
+    let Some(previous) = sqlx::query_scalar::<_, String>(statement)
         .bind(id.as_str())
-        .fetch_optional(&mut *conn)
+        .fetch_optional(tx.conn().await?)
         .await
         .map_err(db_err)?
     else {
@@ -48,7 +48,7 @@ pub(super) async fn update_state(
             query = query.bind(None::<&str>).bind(None::<&str>).bind(None::<&str>).bind(None::<&str>).bind(None::<&str>);
         }
     }
-    let Some(row) = query.fetch_optional(conn).await.map_err(db_err)? else {
+    let Some(row) = query.fetch_optional(tx.conn().await?).await.map_err(db_err)? else {
         return Ok(None);
     };
     Ok(Some(StateChange { session: row.into_session()?, previous }))
@@ -58,7 +58,7 @@ pub(super) async fn update_state(
 impl SessionStore for SqliteStore {
     async fn insert_session(&self, new: &NewSession) -> Result<Session> {
         let mut tx = self.begin_write().await?;
-        super::api_keys::ensure_org(tx.conn(), &new.org, new.created_at).await?;
+        super::api_keys::ensure_org(tx.conn().await?, &new.org, new.created_at).await?;
         let session = sqlx::query_as::<_, SessionRow>(sql::INSERT_SESSION)
             .bind(new.id.as_str())
             .bind(new.org.as_str())
@@ -69,11 +69,11 @@ impl SessionStore for SqliteStore {
             .bind(new.desired_running)
             .bind(new.created_at)
             .bind(new.device_name.as_deref())
-            .fetch_one(tx.conn())
+            .fetch_one(tx.conn().await?)
             .await
             .map_err(db_err)?
             .into_session()?;
-        events::insert(tx.conn(), &NewEvent::session_status(&session.org, &session.id, session.status, None, None)).await?;
+        events::insert(&mut tx, &NewEvent::session_status(&session.org, &session.id, session.status, None, None)).await?;
         tx.appended();
         tx.commit().await?;
         Ok(session)
@@ -127,7 +127,7 @@ impl SessionStore for SqliteStore {
         at: Timestamp,
     ) -> Result<Option<Session>> {
         let _writing = self.sessions.writing(id);
-        let mut writer = self.writer().await?;
+        let mut writer = self.writer().await;
         sqlx::query_as::<_, SessionRow>(sql::UPDATE_SESSION_SETTINGS)
             .bind(org.as_str())
             .bind(id.as_str())
@@ -145,7 +145,7 @@ impl SessionStore for SqliteStore {
 
     async fn delete_session(&self, org: &OrgId, id: &SessionId) -> Result<bool> {
         let _writing = self.sessions.writing(id);
-        let done = sqlx::query(sql::DELETE_SESSION).bind(org.as_str()).bind(id.as_str()).execute(&mut self.writer().await?.conn).await.map_err(db_err)?;
+        let done = sqlx::query(sql::DELETE_SESSION).bind(org.as_str()).bind(id.as_str()).execute(&mut self.writer().await.conn).await.map_err(db_err)?;
         Ok(done.rows_affected() > 0)
     }
 

@@ -16,10 +16,17 @@
 //! instead of one per writer spares a `BEGIN`, a `COMMIT` and the pages written at each commit,
 //! which is most of a small transaction's cost.
 //!
+//! A member's savepoint costs no round trip of its own: it is opened by the member's first
+//! statement (`SAVEPOINT s3; INSERT ...`, see [`WriteTx::sql`]), since every round trip to the
+//! connection's worker thread is two thread switches, which is what a small transaction's time
+//! goes to. A group takes at most [`MAX_GROUP`] members, which bounds the distinct statements
+//! the connection caches.
+//!
 //! The statements that end a group run in a task of their own, so that a caller that gives up
 //! waiting (a dropped request) cannot leave the connection with a transaction open and nobody
 //! to close it.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -28,6 +35,9 @@ use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
 use crate::sql::db_err;
 use crate::{Result, StoreError};
+
+/// Members of one group at most; the next writer begins a new one.
+pub(crate) const MAX_GROUP: u32 = 32;
 
 pub(crate) struct Writer {
     pub(crate) conn: SqliteConnection,
@@ -83,37 +93,34 @@ impl Writer {
     }
 
     /// Runs a rollback that a dropped transaction owed. (It stays owed until it has run, and
-    /// running it twice does no harm.)
-    async fn settle(&mut self) -> Result<()> {
+    /// running it twice does no harm.) Afterwards the connection is fit for the next writer,
+    /// whatever happened: if a partial rollback fails, the whole group is rolled back and fails.
+    async fn settle(&mut self) {
         match self.undo {
-            None => Ok(()),
+            None => {}
             Some(Undo::All) => {
                 // May fail if the transaction never began; either way none is open after.
                 let _ = run(&mut self.conn, "ROLLBACK").await;
                 self.undo = None;
                 self.end_group(Err("rolled back".to_owned()));
-                Ok(())
             }
-            Some(Undo::To(n)) => match run(&mut self.conn, savepoint("ROLLBACK TO", n)).await {
-                Ok(()) => {
-                    self.undo = None;
-                    Ok(())
-                }
-                Err(e) => {
-                    self.undo = None;
+            Some(Undo::To(n)) => {
+                let undone = run(&mut self.conn, savepoint("ROLLBACK TO", n)).await;
+                self.undo = None;
+                if let Err(e) = undone {
                     // SQLite already ended the transaction (some errors roll it back whole), or
                     // cannot undo part of it: the group cannot commit.
                     let _ = run(&mut self.conn, "ROLLBACK").await;
                     self.end_group(Err(format!("a transaction of the group failed to roll back: {e}")));
-                    Err(e)
                 }
-            },
+            }
         }
     }
 
     /// Commits the open transaction, if any, and tells its members.
     async fn close(&mut self) {
-        if self.settle().await.is_err() || self.group.is_none() {
+        self.settle().await;
+        if self.group.is_none() {
             return;
         }
         let outcome = match run(&mut self.conn, "COMMIT").await {
@@ -152,12 +159,12 @@ impl WriteLock {
 
     /// The turn on the write connection with no transaction open (an open group is committed
     /// first): a single statement run through it commits by itself.
-    pub(crate) async fn statement(&self) -> Result<OwnedMutexGuard<Writer>> {
+    pub(crate) async fn statement(&self) -> OwnedMutexGuard<Writer> {
         loop {
             let mut writer = Arc::clone(&self.0).lock_owned().await;
-            writer.settle().await?;
+            writer.settle().await;
             if writer.group.is_none() {
-                return Ok(writer);
+                return writer;
             }
             close_in_task(writer).await;
         }
@@ -165,38 +172,36 @@ impl WriteLock {
 
     /// Begins a write transaction: a new group, or a member of the open one.
     pub(crate) async fn begin(&self) -> Result<WriteTx> {
-        let mut writer = Arc::clone(&self.0).lock_owned().await;
-        writer.settle().await?;
-        let (group, savepoint) = match writer.group.clone() {
-            Some(group) => {
-                writer.savepoints += 1;
-                let n = writer.savepoints;
-                // Owed until it has run: a caller dropped while it runs leaves the group to fail
-                // rather than half-undone.
-                writer.undo = Some(Undo::To(n));
-                if let Err(e) = run(&mut writer.conn, savepoint("SAVEPOINT", n)).await {
-                    writer.undo = None;
-                    writer.savepoints -= 1;
-                    return Err(e);
+        loop {
+            let mut writer = Arc::clone(&self.0).lock_owned().await;
+            writer.settle().await;
+            let (group, savepoint) = match writer.group.clone() {
+                Some(_) if writer.savepoints >= MAX_GROUP => {
+                    close_in_task(writer).await;
+                    continue;
                 }
-                (group, Some(n))
-            }
-            None => {
-                let group = Group::new();
-                writer.group = Some(Arc::clone(&group));
-                writer.undo = Some(Undo::All);
-                // IMMEDIATE takes SQLite's write lock up front (a transaction that reads before
-                // it writes could not upgrade if another process's writer came first).
-                if let Err(e) = run(&mut writer.conn, "BEGIN IMMEDIATE").await {
-                    writer.undo = None;
-                    writer.end_group(Err(e.to_string()));
-                    return Err(e);
+                Some(group) => {
+                    writer.savepoints += 1;
+                    (group, Some(writer.savepoints))
                 }
-                (group, None)
-            }
-        };
-        writer.undo = None;
-        Ok(WriteTx { writer: Some(writer), lock: self.clone(), group, savepoint, appended: false })
+                None => {
+                    let group = Group::new();
+                    writer.group = Some(Arc::clone(&group));
+                    // Owed until it has run: a caller dropped meanwhile leaves no transaction open.
+                    writer.undo = Some(Undo::All);
+                    // IMMEDIATE takes SQLite's write lock up front (a transaction that reads
+                    // before it writes could not upgrade if another process's writer came first).
+                    let began = run(&mut writer.conn, "BEGIN IMMEDIATE").await;
+                    writer.undo = None;
+                    if let Err(e) = began {
+                        writer.end_group(Err(e.to_string()));
+                        return Err(e);
+                    }
+                    (group, None)
+                }
+            };
+            return Ok(WriteTx { writer: Some(writer), lock: self.clone(), group, savepoint, owed: savepoint, appended: false });
+        }
     }
 }
 
@@ -209,12 +214,31 @@ pub(crate) struct WriteTx {
     group: Arc<Group>,
     /// `None` for the transaction that began the group.
     savepoint: Option<u32>,
+    /// The savepoint, until a statement has opened it.
+    owed: Option<u32>,
     appended: bool,
 }
 
 impl WriteTx {
-    pub(crate) fn conn(&mut self) -> &mut SqliteConnection {
-        &mut self.writer.as_mut().expect("the turn until commit").conn
+    /// `statement` as this transaction's next statement should run it: the first statement of
+    /// a member of an open transaction opens the member's savepoint in the same round trip.
+    /// Run it through [`WriteTx::conn`], and use numbered parameters (`$1`) in it.
+    pub(crate) fn sql(&mut self, statement: &'static str) -> AssertSqlSafe<Cow<'static, str>> {
+        match self.owed.take() {
+            Some(n) => AssertSqlSafe(Cow::Owned(format!("SAVEPOINT s{n}; {statement}"))),
+            None => AssertSqlSafe(Cow::Borrowed(statement)),
+        }
+    }
+
+    /// The connection, for this transaction's next statement (opening the member's savepoint
+    /// first if no statement did).
+    pub(crate) async fn conn(&mut self) -> Result<&mut SqliteConnection> {
+        let writer = self.writer.as_mut().expect("the turn until commit");
+        if let Some(n) = self.owed {
+            run(&mut writer.conn, savepoint("SAVEPOINT", n)).await?;
+            self.owed = None;
+        }
+        Ok(&mut writer.conn)
     }
 
     /// Marks this transaction as one that appended events: subscribers are woken once it commits.
@@ -237,16 +261,16 @@ impl WriteTx {
 impl Drop for WriteTx {
     fn drop(&mut self) {
         let Some(mut writer) = self.writer.take() else { return };
-        writer.undo = Some(match self.savepoint {
-            Some(n) => Undo::To(n),
-            None => Undo::All,
-        });
+        writer.undo = match (self.savepoint, self.owed) {
+            // It ran no statement.
+            (Some(_), Some(_)) => return,
+            (Some(n), None) => Some(Undo::To(n)),
+            (None, _) => Some(Undo::All),
+        };
         // Roll back now, so SQLite's write lock is not held until this process writes again;
         // the turn passes on once that is done. Without a runtime, the next writer does it.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = writer.settle().await;
-            });
+            runtime.spawn(async move { writer.settle().await });
         }
     }
 }
