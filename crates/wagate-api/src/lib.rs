@@ -111,6 +111,7 @@ pub fn with_common_layers(api: Router, metrics: Arc<Metrics>, limits: HttpLimits
                 .layer(trace)
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .layer(axum::middleware::from_fn_with_state(metrics, middleware::record_metrics))
+                .layer(axum::middleware::from_fn_with_state(limits.body_bytes, middleware::refuse_declared_oversize))
                 .layer(axum::middleware::from_fn(middleware::envelope_errors))
                 .layer(CatchPanicLayer::custom(middleware::panic_response))
                 .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, limits.request_timeout)),

@@ -115,3 +115,22 @@ mod tests {
         assert!(!acceptable_request_id("é".as_bytes()));
     }
 }
+
+/// Answers 413 at once when the declared `Content-Length` is over `limit`, before anything
+/// reads the body (so no `100 Continue` is ever sent for it).
+pub async fn refuse_declared_oversize(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        let mut res = ApiError::new(ErrorCode::PayloadTooLarge, "request body is too large")
+            .with_detail("limit", limit)
+            .into_response();
+        // The body stays unread: do not keep the connection for a next request.
+        res.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        return res;
+    }
+    next.run(req).await
+}

@@ -126,10 +126,7 @@ impl Application {
         });
         let events = Arc::clone(&state.events);
         let limits = HttpLimits::default();
-        let router = wagate_api::router(state, limits).layer(axum::middleware::from_fn_with_state(
-            limits.body_bytes,
-            crate::server::refuse_declared_oversize,
-        ));
+        let router = wagate_api::router(state, limits);
         tracing::info!(addr = %listener.local_addr()?, "wagate listening");
         // Open event streams never end by themselves: end them when shutdown begins, so that
         // the graceful shutdown does not wait for them.

@@ -22,10 +22,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -234,25 +232,6 @@ async fn reject(mut stream: TcpStream, rejection: Rejection) {
         }
     })
     .await;
-}
-
-/// Answers 413 at once when the declared `Content-Length` is over `limit`, before anything
-/// reads the body (so no `100 Continue` is ever sent for it).
-pub async fn refuse_declared_oversize(State(limit): State<usize>, req: Request, next: Next) -> Response {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        let mut res = ApiError::new(ErrorCode::PayloadTooLarge, "request body is too large")
-            .with_detail("limit", limit)
-            .into_response();
-        // The body stays unread: do not keep the connection for a next request.
-        res.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
-        return res;
-    }
-    next.run(req).await
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -418,6 +418,7 @@ fn a_declared_body_over_the_limit_is_refused_at_once_without_100_continue() {
     let (status, body) = envelope(&answer);
     assert!(status.starts_with("HTTP/1.1 413"), "{answer:?}");
     assert_eq!(body["error"]["code"], "payload_too_large");
+    assert!(answer.to_ascii_lowercase().contains("\r\nx-request-id: "), "like every answer, it names its request: {answer:?}");
     // Without Expect too, and before anything is read.
     let raw = format!("POST /api/v1/sessions HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {key}\r\nContent-Length: 10000000\r\n\r\n{{");
     let (status, _) = envelope(&server.exchange(raw.as_bytes()));
