@@ -95,6 +95,11 @@ prefixed_id!(
     EventId,
     "evt_"
 );
+prefixed_id!(
+    /// A message, inbound or outbound, as the gateway stores it (not WhatsApp's own id).
+    MessageId,
+    "msg_"
+);
 
 impl EventId {
     /// When the id was made (the ULID's millisecond timestamp).

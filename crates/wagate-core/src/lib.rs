@@ -6,12 +6,14 @@
 pub mod caps;
 pub mod event;
 pub mod ids;
+pub mod message;
 pub mod phone;
 pub mod session;
 
 pub use caps::{Capabilities, Capability, Principal, PrincipalKind, Role};
 pub use event::{Event, EventType, NewEvent};
-pub use ids::{ApiKeyId, EventId, IdError, InstanceId, OrgId, SessionId};
+pub use ids::{ApiKeyId, EventId, IdError, InstanceId, MessageId, OrgId, SessionId};
+pub use message::{Direction, Jid, JidError, JidServer, MessageStatus, MessageType, parse_recipient};
 pub use phone::{Phone, PhoneError};
 pub use session::{
     ApiKeyRecord, EngineKind, Identity, NewApiKey, NewSession, Session, SessionStatus,
