@@ -95,6 +95,16 @@ prefixed_id!(
     EventId,
     "evt_"
 );
+prefixed_id!(
+    /// A webhook endpoint.
+    WebhookId,
+    "wh_"
+);
+prefixed_id!(
+    /// One event's delivery to one webhook.
+    DeliveryId,
+    "dlv_"
+);
 
 impl EventId {
     /// When the id was made (the ULID's millisecond timestamp).

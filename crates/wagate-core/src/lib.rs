@@ -8,13 +8,17 @@ pub mod event;
 pub mod ids;
 pub mod phone;
 pub mod session;
+pub mod webhook;
 
 pub use caps::{Capabilities, Capability, Principal, PrincipalKind, Role};
 pub use event::{Event, EventType, NewEvent};
-pub use ids::{ApiKeyId, EventId, IdError, InstanceId, OrgId, SessionId};
+pub use ids::{ApiKeyId, DeliveryId, EventId, IdError, InstanceId, OrgId, SessionId, WebhookId};
 pub use phone::{Phone, PhoneError};
 pub use session::{
     ApiKeyRecord, EngineKind, Identity, NewApiKey, NewSession, Session, SessionStatus,
+};
+pub use webhook::{
+    Delivery, DeliveryAttempt, DeliveryStatus, DisabledReason, NewWebhook, Webhook, WebhookSecret,
 };
 
 /// The time type used everywhere: UTC, serialized as RFC 3339.
