@@ -45,7 +45,8 @@ CREATE TABLE deliveries (
 );
 
 CREATE INDEX deliveries_due ON deliveries (event_seq) WHERE status = 'pending';
-CREATE INDEX deliveries_claimed ON deliveries (webhook_id, claimed_until) WHERE status = 'pending';
+-- Only claimed rows: small, for counting a webhook's attempts in flight.
+CREATE INDEX deliveries_claimed ON deliveries (webhook_id, claimed_until) WHERE status = 'pending' AND claimed_until IS NOT NULL;
 CREATE INDEX deliveries_webhook_id ON deliveries (webhook_id, id);
 
 CREATE TABLE delivery_attempts (

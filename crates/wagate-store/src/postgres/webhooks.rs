@@ -201,15 +201,20 @@ impl DeliveryStore for PostgresStore {
     }
 
     async fn claim_delivery(&self, now: Timestamp, lease_until: Timestamp, per_webhook: u32) -> Result<Option<Claimed>> {
-        let row = {
-                sqlx::query_as::<_, DeliveryRow>(CLAIM)
-                .bind(now)
-                .bind(lease_until)
-                .bind(i64::from(per_webhook))
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db_err)?
-        };
+        // The one order wanted is the index's (`deliveries_due`, by position). A table that grew
+        // fast since it was last analyzed (a backlog) makes the planner expect a handful of
+        // pending rows and sort them all for the first one: 30 ms per claim at 10,000 instead of
+        // 0.1 ms. Sorting is off for this statement only.
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        sqlx::query("SET LOCAL enable_sort = off").execute(&mut *tx).await.map_err(db_err)?;
+        let row = sqlx::query_as::<_, DeliveryRow>(CLAIM)
+            .bind(now)
+            .bind(lease_until)
+            .bind(i64::from(per_webhook))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
         let Some(delivery) = row.map(DeliveryRow::into_delivery).transpose()? else { return Ok(None) };
         let webhook = sqlx::query_as::<_, WebhookRow>(sql::GET_WEBHOOK_UNSCOPED)
             .bind(delivery.webhook.as_str())
