@@ -71,7 +71,8 @@ async fn fixture() -> Fixture {
     let supervisor = Supervisor::new(Arc::clone(&store), engines, SupervisorConfig::default());
     let metrics = Arc::new(Metrics::default());
     let events = wagate_runtime::EventHub::start(Arc::clone(&store), Arc::clone(&metrics), Default::default()).await.unwrap();
-    let state = AppState::new(store, auth, supervisor, metrics, events);
+    let webhooks = Arc::new(wagate_runtime::WebhookService::new(Arc::clone(&store), Arc::clone(&metrics), Default::default()));
+    let state = AppState::new(store, auth, supervisor, metrics, events, webhooks);
     let mut c = claims("bench", "admin");
     c["exp"] = serde_json::json!(wagate_auth::testing::now_secs() + 3600 * 24);
     Fixture {

@@ -32,6 +32,7 @@ pub mod sandbox;
 pub mod sessions;
 pub mod state;
 pub mod wawp;
+pub mod webhooks;
 
 /// The metrics live in the runtime, so that background workers count without this crate.
 pub use wagate_runtime::metrics;
@@ -62,6 +63,10 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/api/v1/sessions/{session}/me", get(sessions::me))
         .route("/api/v1/sessions/{session}/{action}", any(sandbox::dispatch))
         .route("/api/v1/{collection}", any(collection))
+        .route("/api/v1/webhooks", post(webhooks::create).get(webhooks::list))
+        .route("/api/v1/webhooks/{segment}", any(webhooks::segment))
+        .route("/api/v1/webhooks/{webhook}/deliveries", get(webhooks::list_deliveries))
+        .route("/api/v1/webhooks/{webhook}/deliveries/{segment}", any(webhooks::delivery_segment))
         .route("/api/v1/events", get(events::list))
         .route("/api/v1/events/{event}", get(events::get))
         .route("/v2/session/me", get(wawp::session_me))

@@ -7,7 +7,7 @@ use utoipa::openapi::{Ref, RefOr, ResponseBuilder};
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::{Modify, OpenApi};
 
-use crate::{error, events, ops, sandbox, sessions, wawp};
+use crate::{error, events, ops, sandbox, sessions, wawp, webhooks};
 
 struct BearerAuth;
 
@@ -44,13 +44,15 @@ impl Modify for CommonResponses {
             )
         };
         // An empty body is `{}`: for `POST /api/v1/sessions` all defaults, for `PATCH` of a
-        // session no change.
+        // session or a webhook no change.
         let sessions = openapi.paths.paths.get_mut("/api/v1/sessions").and_then(|item| item.post.as_mut());
         let body = sessions.and_then(|op| op.request_body.as_mut());
         body.into_iter().for_each(|b| b.required = Some(utoipa::openapi::Required::False));
-        let session = openapi.paths.paths.get_mut("/api/v1/sessions/{session}").and_then(|item| item.patch.as_mut());
-        let body = session.and_then(|op| op.request_body.as_mut());
-        body.into_iter().for_each(|b| b.required = Some(utoipa::openapi::Required::False));
+        for path in ["/api/v1/sessions/{session}", "/api/v1/webhooks/{webhook}"] {
+            let patch = openapi.paths.paths.get_mut(path).and_then(|item| item.patch.as_mut());
+            let body = patch.and_then(|op| op.request_body.as_mut());
+            body.into_iter().for_each(|b| b.required = Some(utoipa::openapi::Required::False));
+        }
         for item in openapi.paths.paths.values_mut() {
             let ops = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
             for op in ops.into_iter().flatten() {
@@ -85,6 +87,9 @@ impl Modify for CommonResponses {
         sessions::qr, sessions::request_pairing_code, sessions::me,
         sandbox::scan_qr, sandbox::enter_pairing_code, sandbox::disconnect, sandbox::unlink,
         events::list, events::get, events::stream,
+        webhooks::create, webhooks::list, webhooks::get, webhooks::patch, webhooks::delete,
+        webhooks::rotate_secret, webhooks::test, webhooks::replay,
+        webhooks::list_deliveries, webhooks::get_delivery, webhooks::retry_delivery,
         wawp::session_me,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi_json, ops::docs,
     ),
@@ -95,6 +100,7 @@ impl Modify for CommonResponses {
         (name = "pairing", description = "Attach a number by QR code or by phone pairing code."),
         (name = "sandbox", description = "Controls of the simulated network; only for `sandbox` sessions."),
         (name = "events", description = "The event log: every change a client can observe, committed with the change itself. Webhooks and the stream read it."),
+        (name = "webhooks", description = include_str!("webhooks_description.md")),
         (name = "wawp", description = "The wawp.net-compatible v2 surface."),
         (name = "operations", description = "Health, readiness, metrics and this document; no credential needed."),
     )

@@ -107,7 +107,7 @@ pub struct PatchSessionRequest {
 }
 
 /// Distinguishes an explicit `null` (Some(None)) from an absent field (None, via `default`).
-fn present<'de, D, T>(de: D) -> Result<Option<Option<T>>, D::Error>
+pub(crate) fn present<'de, D, T>(de: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: Deserialize<'de>,
@@ -463,7 +463,7 @@ pub async fn segment(State(state): State<AppState>, Path(segment): Path<String>,
 }
 
 /// The body of a method that takes none: empty or `{}`; anything else is worth reporting.
-fn no_body(body: &[u8]) -> ApiResult<()> {
+pub(crate) fn no_body(body: &[u8]) -> ApiResult<()> {
     let _: EmptyBody = parse_json(body)?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 use wagate_auth::Authenticator;
 use wagate_core::{Capability, Principal, Session, SessionId};
-use wagate_runtime::{EventHub, SandboxService, SessionService, Supervisor};
+use wagate_runtime::{EventHub, SandboxService, SessionService, Supervisor, WebhookService};
 use wagate_store::prelude::*;
 
 use crate::error::{ApiError, ApiResult};
@@ -26,20 +26,24 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The live reader of the event log, for streams.
     pub events: Arc<EventHub>,
+    /// Webhooks and their deliveries.
+    pub webhooks: Arc<WebhookService>,
 }
 
 impl AppState {
-    /// The state over `store` and `supervisor`, with the services they make.
+    /// The state over `store` and `supervisor`, with the services they make, and the webhook
+    /// service (whose workers the caller starts).
     pub fn new(
         store: Arc<dyn Store>,
         auth: Arc<Authenticator>,
         supervisor: Arc<Supervisor>,
         metrics: Arc<Metrics>,
         events: Arc<EventHub>,
+        webhooks: Arc<WebhookService>,
     ) -> Self {
         let sessions = Arc::new(SessionService::new(Arc::clone(&store), Arc::clone(&supervisor)));
         let sandbox = Arc::new(SandboxService::new(Arc::clone(&store), supervisor));
-        Self { store, auth, sessions, sandbox, metrics, events }
+        Self { store, auth, sessions, sandbox, metrics, events, webhooks }
     }
 
     /// The caller's session `raw_id`. Malformed ids, unknown ids and other organizations'

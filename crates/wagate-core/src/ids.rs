@@ -100,6 +100,16 @@ prefixed_id!(
     MessageId,
     "msg_"
 );
+prefixed_id!(
+    /// A webhook endpoint.
+    WebhookId,
+    "wh_"
+);
+prefixed_id!(
+    /// One event's delivery to one webhook.
+    DeliveryId,
+    "dlv_"
+);
 
 impl EventId {
     /// When the id was made (the ULID's millisecond timestamp).

@@ -9,14 +9,18 @@ pub mod ids;
 pub mod message;
 pub mod phone;
 pub mod session;
+pub mod webhook;
 
 pub use caps::{Capabilities, Capability, Principal, PrincipalKind, Role};
 pub use event::{Event, EventType, NewEvent};
-pub use ids::{ApiKeyId, EventId, IdError, InstanceId, MessageId, OrgId, SessionId};
+pub use ids::{ApiKeyId, DeliveryId, EventId, IdError, InstanceId, MessageId, OrgId, SessionId, WebhookId};
 pub use message::{Direction, Jid, JidError, JidServer, MessageStatus, MessageType, parse_recipient};
 pub use phone::{Phone, PhoneError};
 pub use session::{
     ApiKeyRecord, EngineKind, Identity, NewApiKey, NewSession, Session, SessionStatus,
+};
+pub use webhook::{
+    Delivery, DeliveryAttempt, DeliveryStatus, DisabledReason, NewWebhook, Webhook, WebhookSecret,
 };
 
 /// The time type used everywhere: UTC, serialized as RFC 3339.

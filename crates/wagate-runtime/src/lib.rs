@@ -4,8 +4,8 @@
 //!   a running session ([`supervisor::RunningSession`]) for whatever uses its abilities.
 //! - The services the API and the CLI call, which turn a request into store writes and
 //!   supervisor calls: [`SessionService`], [`SandboxService`], [`ApiKeyService`].
-//! - The readers of the event log ([`events::EventHub`], retention) and the gateway's
-//!   [`metrics::Metrics`].
+//! - The readers of the event log ([`events::EventHub`], retention; [`webhooks`]: the fan-out
+//!   and the delivery workers) and the gateway's [`metrics::Metrics`].
 
 pub mod api_keys;
 pub mod events;
@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod sandbox;
 pub mod sessions;
 pub mod supervisor;
+pub mod webhooks;
 #[cfg(test)]
 mod testing;
 
@@ -22,3 +23,4 @@ pub use metrics::Metrics;
 pub use sandbox::{SandboxAction, SandboxService};
 pub use sessions::{CreateSession, SessionService};
 pub use supervisor::{Supervisor, SupervisorConfig, SupervisorError};
+pub use webhooks::{CreateWebhook, WebhookConfig, WebhookError, WebhookService};

@@ -47,7 +47,11 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub sessions: Family<StatusLabels, Gauge>,
+    /// Attempts by outcome: `succeeded`, `retrying` (a retry is scheduled), `failed` (final).
     pub webhook_deliveries: Family<OutcomeLabels, Counter>,
+    pub webhook_attempt_duration: Histogram,
+    /// Pending deliveries of enabled webhooks.
+    pub webhook_backlog: Gauge,
     pub events_appended: Family<TypeLabels, Counter>,
     pub event_streams: Gauge,
 }
@@ -62,12 +66,26 @@ impl Default for Metrics {
         registry.register("http_requests", "HTTP requests by method, route and status", http_requests.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency by route", http_duration.clone());
         registry.register("sessions", "Sessions by status", sessions.clone());
-        registry.register("webhook_deliveries", "Webhook deliveries by outcome", webhook_deliveries.clone());
+        registry.register("webhook_deliveries", "Webhook delivery attempts by outcome (succeeded, retrying, failed)", webhook_deliveries.clone());
+        let webhook_attempt_duration = latency_histogram();
+        let webhook_backlog = Gauge::default();
+        registry.register("webhook_attempt_duration_seconds", "Webhook delivery attempt latency", webhook_attempt_duration.clone());
+        registry.register("webhook_backlog", "Pending webhook deliveries of enabled webhooks", webhook_backlog.clone());
         let events_appended = Family::<TypeLabels, Counter>::default();
         let event_streams = Gauge::default();
         registry.register("events_appended", "Events committed to the event log, by type", events_appended.clone());
         registry.register("event_streams_open", "Open event streams (GET /api/v1/events:stream)", event_streams.clone());
-        Self { registry, http_requests, http_duration, sessions, webhook_deliveries, events_appended, event_streams }
+        Self {
+            registry,
+            http_requests,
+            http_duration,
+            sessions,
+            webhook_deliveries,
+            webhook_attempt_duration,
+            webhook_backlog,
+            events_appended,
+            event_streams,
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Storage for wagate.
 //!
-//! One trait per aggregate ([`ApiKeyStore`], [`SessionStore`], [`EventStore`]), gathered in
+//! One trait per aggregate ([`ApiKeyStore`], [`SessionStore`], [`EventStore`], [`WebhookStore`],
+//! [`DeliveryStore`]), gathered in
 //! [`Store`], with a [`UnitOfWork`] for writes that commit together. Two implementations,
 //! chosen once from the database URL: `sqlite://PATH` (the default, WAL mode) and
 //! `postgres://...`, each with its own plain `sqlx` queries and embedded migrations (applied by
@@ -28,6 +29,11 @@ pub use sqlite::SqliteStore;
 use wagate_core::{
     ApiKeyId, ApiKeyRecord, Event, EventId, EventType, Identity, InstanceId, NewEvent, NewSession,
     OrgId, Session, SessionId, SessionStatus, Timestamp,
+};
+
+mod webhooks;
+pub use webhooks::{
+    AttemptRecord, Claimed, DeliveryStore, FanOut, NextStep, ReplayWindow, WebhookStore, WebhookUpdate,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -150,10 +156,7 @@ impl EventFilter {
 
     /// The type list as the SQL backends bind it: a JSON array of names.
     pub(crate) fn types_json(&self) -> Option<String> {
-        self.types.as_ref().map(|types| {
-            serde_json::to_string(&types.iter().map(|t| t.as_str()).collect::<Vec<_>>())
-                .expect("a list of strings serializes")
-        })
+        rows::event_types_json(self.types.as_deref())
     }
 }
 
@@ -283,7 +286,7 @@ pub trait UnitOfWork: Send {
 }
 
 #[async_trait]
-pub trait Store: ApiKeyStore + SessionStore + EventStore + 'static {
+pub trait Store: ApiKeyStore + SessionStore + EventStore + WebhookStore + DeliveryStore + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
 
@@ -327,7 +330,7 @@ pub trait Store: ApiKeyStore + SessionStore + EventStore + 'static {
 
 /// Everything a caller of the store needs in scope: `use wagate_store::prelude::*;`.
 pub mod prelude {
-    pub use crate::{ApiKeyStore, EventStore, SessionStore, Store, UnitOfWork};
+    pub use crate::{ApiKeyStore, DeliveryStore, EventStore, SessionStore, Store, UnitOfWork, WebhookStore};
 }
 
 /// Opens the store named by `url` and applies its migrations.

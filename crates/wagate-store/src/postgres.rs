@@ -16,6 +16,7 @@ use crate::{Result, SessionStateUpdate, StateChange, Store, StoreError, UnitOfWo
 mod api_keys;
 mod events;
 mod sessions;
+mod webhooks;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 

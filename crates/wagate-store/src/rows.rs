@@ -7,8 +7,9 @@
 //! a panic.
 
 use wagate_core::{
-    ApiKeyId, ApiKeyRecord, Capabilities, EngineKind, Event, EventId, EventType, Identity,
-    InstanceId, OrgId, Phone, Session, SessionId, SessionStatus, Timestamp,
+    ApiKeyId, ApiKeyRecord, Capabilities, Delivery, DeliveryAttempt, DeliveryId, DeliveryStatus,
+    DisabledReason, EngineKind, Event, EventId, EventType, Identity, InstanceId, OrgId, Phone,
+    Session, SessionId, SessionStatus, Timestamp, Webhook, WebhookId, WebhookSecret,
 };
 
 use crate::{Result, StoreError};
@@ -75,6 +76,149 @@ impl EventRow {
             .map_err(|_| corrupt(T, row_id, "data"))?;
         Ok(Event { seq: self.seq, id, org, session, kind, data, created_at: self.created_at })
     }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct WebhookRow {
+    pub id: String,
+    pub org_id: String,
+    pub url: String,
+    pub events: Option<String>,
+    pub session_id: Option<String>,
+    pub description: Option<String>,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub secret: String,
+    pub previous_secret: Option<String>,
+    pub previous_secret_expires_at: Option<Timestamp>,
+    pub failing_since: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A type list as stored: a JSON array of names (`None`: every type).
+pub(crate) fn event_types_json(types: Option<&[EventType]>) -> Option<String> {
+    types.map(|types| {
+        serde_json::to_string(&types.iter().map(|t| t.as_str()).collect::<Vec<_>>()).expect("a list of strings serializes")
+    })
+}
+
+impl WebhookRow {
+    pub(crate) fn into_webhook(self) -> Result<Webhook> {
+        const T: &str = "webhooks";
+        let row_id = self.id.as_str();
+        let id = WebhookId::parse(row_id).map_err(|_| corrupt(T, row_id, "id"))?;
+        let org = parse_org(T, row_id, &self.org_id)?;
+        let events = match self.events.as_deref() {
+            None => None,
+            Some(json) => {
+                let names: Vec<String> = serde_json::from_str(json).map_err(|_| corrupt(T, row_id, "events"))?;
+                let types = names.iter().map(|n| EventType::parse(n)).collect::<Option<Vec<_>>>();
+                Some(types.filter(|t| !t.is_empty()).ok_or_else(|| corrupt(T, row_id, "events"))?)
+            }
+        };
+        let session = self.session_id.as_deref().map(SessionId::parse).transpose().map_err(|_| corrupt(T, row_id, "session_id"))?;
+        let disabled_reason = self
+            .disabled_reason
+            .as_deref()
+            .map(|r| DisabledReason::parse(r).ok_or_else(|| corrupt(T, row_id, "disabled_reason")))
+            .transpose()?;
+        let secret = WebhookSecret::parse(&self.secret).ok_or_else(|| corrupt(T, row_id, "secret"))?;
+        let previous_secret = match (self.previous_secret, self.previous_secret_expires_at) {
+            (Some(previous), Some(until)) => {
+                Some((WebhookSecret::parse(&previous).ok_or_else(|| corrupt(T, row_id, "previous_secret"))?, until))
+            }
+            (None, _) => None,
+            (Some(_), None) => return Err(corrupt(T, row_id, "previous_secret_expires_at")),
+        };
+        Ok(Webhook {
+            id,
+            org,
+            url: self.url,
+            events,
+            session,
+            description: self.description,
+            enabled: self.enabled,
+            disabled_reason,
+            secret,
+            previous_secret,
+            failing_since: self.failing_since,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct DeliveryRow {
+    pub id: String,
+    pub org_id: String,
+    pub webhook_id: String,
+    pub event_id: String,
+    pub event_seq: i64,
+    pub event_type: String,
+    pub status: String,
+    pub attempts: i32,
+    pub cycle_attempts: i32,
+    pub last_attempt_at: Option<Timestamp>,
+    pub next_attempt_at: Option<Timestamp>,
+    pub response_status: Option<i32>,
+    pub error: Option<String>,
+    pub created_at: Timestamp,
+}
+
+impl DeliveryRow {
+    pub(crate) fn into_delivery(self) -> Result<Delivery> {
+        const T: &str = "deliveries";
+        let row_id = self.id.as_str();
+        let id = DeliveryId::parse(row_id).map_err(|_| corrupt(T, row_id, "id"))?;
+        let org = parse_org(T, row_id, &self.org_id)?;
+        let webhook = WebhookId::parse(&self.webhook_id).map_err(|_| corrupt(T, row_id, "webhook_id"))?;
+        let event = EventId::parse(&self.event_id).map_err(|_| corrupt(T, row_id, "event_id"))?;
+        let event_type = EventType::parse(&self.event_type).ok_or_else(|| corrupt(T, row_id, "event_type"))?;
+        let status = DeliveryStatus::parse(&self.status).ok_or_else(|| corrupt(T, row_id, "status"))?;
+        let count = |n: i32, column| u32::try_from(n).map_err(|_| corrupt(T, row_id, column));
+        Ok(Delivery {
+            id,
+            org,
+            webhook,
+            event,
+            event_seq: self.event_seq,
+            event_type,
+            status,
+            attempts: count(self.attempts, "attempts")?,
+            cycle_attempts: count(self.cycle_attempts, "cycle_attempts")?,
+            last_attempt_at: self.last_attempt_at,
+            next_attempt_at: self.next_attempt_at,
+            response_status: parse_http_status(T, row_id, self.response_status)?,
+            error: self.error,
+            created_at: self.created_at,
+        })
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct AttemptRow {
+    pub at: Timestamp,
+    pub duration_ms: i64,
+    pub response_status: Option<i32>,
+    pub error: Option<String>,
+}
+
+impl AttemptRow {
+    pub(crate) fn into_attempt(self, delivery: &str) -> Result<DeliveryAttempt> {
+        const T: &str = "delivery_attempts";
+        Ok(DeliveryAttempt {
+            at: self.at,
+            duration_ms: u64::try_from(self.duration_ms).map_err(|_| corrupt(T, delivery, "duration_ms"))?,
+            response_status: parse_http_status(T, delivery, self.response_status)?,
+            error: self.error,
+        })
+    }
+}
+
+fn parse_http_status(table: &str, id: &str, status: Option<i32>) -> Result<Option<u16>> {
+    status.map(|s| u16::try_from(s).ok().filter(|s| (100..=999).contains(s)).ok_or_else(|| corrupt(table, id, "response_status"))).transpose()
 }
 
 fn corrupt(table: &str, id: &str, column: &str) -> StoreError {

@@ -189,6 +189,151 @@ macro_rules! org_events {
 }
 pub(crate) use {event_columns, org_events};
 
+// ---- webhooks and deliveries ----
+
+macro_rules! webhook_columns {
+    () => {
+        "id, org_id, url, events, session_id, description, enabled, disabled_reason, secret, previous_secret, \
+         previous_secret_expires_at, failing_since, created_at, updated_at"
+    };
+}
+
+macro_rules! delivery_columns {
+    () => {
+        "id, org_id, webhook_id, event_id, event_seq, event_type, status, attempts, cycle_attempts, last_attempt_at, \
+         next_attempt_at, response_status, error, created_at"
+    };
+}
+
+/// `$1` id, `$2` org, `$3` url, `$4` events (JSON, NULL: all), `$5` session, `$6` description,
+/// `$7` secret, `$8` created_at.
+pub(crate) const INSERT_WEBHOOK: &str = concat!(
+    "INSERT INTO webhooks (id, org_id, url, events, session_id, description, enabled, secret, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, TRUE, $7, $8, $8) RETURNING ",
+    webhook_columns!()
+);
+
+pub(crate) const GET_WEBHOOK: &str = concat!(
+    "SELECT ",
+    webhook_columns!(),
+    " FROM webhooks WHERE org_id = $1 AND id = $2"
+);
+
+pub(crate) const GET_WEBHOOK_UNSCOPED: &str = concat!(
+    "SELECT ",
+    webhook_columns!(),
+    " FROM webhooks WHERE id = $1"
+);
+
+/// Every webhook, for the fan-out.
+pub(crate) const ALL_WEBHOOKS: &str = concat!(
+    "SELECT ",
+    webhook_columns!(),
+    " FROM webhooks ORDER BY id"
+);
+
+/// `$1` org, `$2` after (exclusive, NULL: from the newest), `$3` limit.
+pub(crate) const LIST_WEBHOOKS: &str = concat!(
+    "SELECT ",
+    webhook_columns!(),
+    " FROM webhooks WHERE org_id = $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
+);
+
+/// `$1` org, `$2` id, `$3` url (NULL keeps), `$4` whether to set the events, `$5` the events,
+/// `$6` whether to set the description, `$7` the description, `$8` enabled (NULL keeps),
+/// `$9` updated_at. Enabling clears the reason and the failure clock; disabling keeps a reason
+/// already there (`gone`, `failing`), else says `manual`.
+pub(crate) const UPDATE_WEBHOOK: &str = concat!(
+    "UPDATE webhooks SET url = COALESCE($3, url), events = CASE WHEN $4 THEN $5 ELSE events END, description = CASE WHEN $6 THEN $7 ELSE description END, enabled = COALESCE($8, enabled), disabled_reason = CASE WHEN $8 IS NULL THEN disabled_reason WHEN $8 THEN NULL ELSE COALESCE(disabled_reason, 'manual') END, failing_since = CASE WHEN $8 THEN NULL ELSE failing_since END, updated_at = $9 WHERE org_id = $1 AND id = $2 RETURNING ",
+    webhook_columns!()
+);
+
+pub(crate) const DELETE_WEBHOOK: &str = "DELETE FROM webhooks WHERE org_id = $1 AND id = $2";
+
+/// `$1` org, `$2` id, `$3` the new secret, `$4` until when the replaced one signs, `$5` updated_at.
+pub(crate) const ROTATE_WEBHOOK_SECRET: &str = concat!(
+    "UPDATE webhooks SET previous_secret = secret, previous_secret_expires_at = $4, secret = $3, updated_at = $5 WHERE org_id = $1 AND id = $2 RETURNING ",
+    webhook_columns!()
+);
+
+/// `$1` id, `$2` org, `$3` webhook, `$4` event id, `$5` event position, `$6` event type,
+/// `$7` due (and created) at. A pair already queued is left alone.
+pub(crate) const INSERT_DELIVERY: &str = "INSERT INTO deliveries (id, org_id, webhook_id, event_id, event_seq, event_type, status, next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7) ON CONFLICT (webhook_id, event_id) DO NOTHING";
+
+/// As [`INSERT_DELIVERY`], returning the new row (for a pair that cannot exist yet).
+pub(crate) const INSERT_NEW_DELIVERY: &str = concat!(
+    "INSERT INTO deliveries (id, org_id, webhook_id, event_id, event_seq, event_type, status, next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7) RETURNING ",
+    delivery_columns!()
+);
+
+/// As [`INSERT_DELIVERY`], but a pair already there is queued again with a fresh schedule.
+pub(crate) const REQUEUE_DELIVERY: &str = "INSERT INTO deliveries (id, org_id, webhook_id, event_id, event_seq, event_type, status, next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7) ON CONFLICT (webhook_id, event_id) DO UPDATE SET status = 'pending', cycle_attempts = 0, next_attempt_at = excluded.next_attempt_at";
+
+pub(crate) const RELEASE_CLAIMS: &str = "UPDATE deliveries SET claimed_until = NULL WHERE claimed_until IS NOT NULL";
+
+pub(crate) const FANOUT_POSITION: &str = "SELECT position FROM webhook_fanout WHERE id = 1";
+
+pub(crate) const SET_FANOUT_POSITION: &str = "UPDATE webhook_fanout SET position = $1 WHERE id = 1";
+
+/// The due delivery to claim next, as a subquery (each backend adds how it locks the row):
+/// `$1` now, `$3` the most claimed deliveries per webhook. Among enabled webhooks under that
+/// limit, the lowest event position first: a webhook's deliveries start in event order.
+macro_rules! next_claimable {
+    () => {
+        "SELECT d.id FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+         WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND (d.claimed_until IS NULL OR d.claimed_until <= $1) \
+         AND w.enabled AND (SELECT COUNT(*) FROM deliveries c WHERE c.webhook_id = d.webhook_id \
+         AND c.status = 'pending' AND c.claimed_until > $1) < $3 ORDER BY d.event_seq LIMIT 1"
+    };
+}
+
+pub(crate) use {delivery_columns, next_claimable};
+
+/// `$1` delivery, `$2` at, `$3` duration in ms, `$4` response status, `$5` error.
+pub(crate) const INSERT_ATTEMPT: &str = "INSERT INTO delivery_attempts (delivery_id, n, at, duration_ms, response_status, error) VALUES ($1, (SELECT attempts + 1 FROM deliveries WHERE id = $1), $2, $3, $4, $5)";
+
+/// `$1` delivery, `$2` status, `$3` next attempt (NULL when settled), `$4` attempted at,
+/// `$5` response status, `$6` error. Releases the claim.
+pub(crate) const SETTLE_ATTEMPT: &str = concat!(
+    "UPDATE deliveries SET attempts = attempts + 1, cycle_attempts = cycle_attempts + 1, status = $2, next_attempt_at = $3, last_attempt_at = $4, response_status = $5, error = $6, claimed_until = NULL WHERE id = $1 RETURNING ",
+    delivery_columns!()
+);
+
+/// `$1` webhook, `$2` whether the attempt succeeded, `$3` attempted at, `$4` a reason to disable
+/// the webhook (NULL: none). A success stops the failure clock; a failure starts it. The row
+/// is written only when something changes (most attempts change nothing here).
+pub(crate) const WEBHOOK_AFTER_ATTEMPT: &str = "UPDATE webhooks SET failing_since = CASE WHEN $2 THEN NULL ELSE COALESCE(failing_since, $3) END, enabled = CASE WHEN $4 IS NULL THEN enabled ELSE FALSE END, disabled_reason = COALESCE($4, disabled_reason), updated_at = CASE WHEN $4 IS NULL THEN updated_at ELSE $3 END WHERE id = $1 AND ($4 IS NOT NULL OR (CASE WHEN $2 THEN failing_since IS NOT NULL ELSE failing_since IS NULL END))";
+
+/// `$1` org, `$2` webhook, `$3` delivery, `$4` due at.
+pub(crate) const RETRY_DELIVERY: &str = concat!(
+    "UPDATE deliveries SET status = 'pending', cycle_attempts = 0, next_attempt_at = $4 WHERE org_id = $1 AND webhook_id = $2 AND id = $3 RETURNING ",
+    delivery_columns!()
+);
+
+/// Events of a replay window, oldest first: `$1` org, `$2` since, `$3` until (NULL: open),
+/// `$4` session (NULL: all), `$5` webhook (its own `webhook.test` events only), `$6` after
+/// this position, `$7` limit.
+pub(crate) const REPLAY_EVENTS: &str = "SELECT e.seq, e.id, e.type FROM events e WHERE e.org_id = $1 AND e.created_at >= $2 AND ($3 IS NULL OR e.created_at < $3) AND ($4 IS NULL OR e.session_id = $4) AND (e.type <> 'webhook.test' OR EXISTS (SELECT 1 FROM deliveries x WHERE x.webhook_id = $5 AND x.event_id = e.id)) AND e.seq > $6 ORDER BY e.seq LIMIT $7";
+
+/// `$1` org, `$2` webhook, `$3` status (NULL: all), `$4` after (exclusive, NULL: from the
+/// newest), `$5` limit.
+pub(crate) const LIST_DELIVERIES: &str = concat!(
+    "SELECT ",
+    delivery_columns!(),
+    " FROM deliveries WHERE org_id = $1 AND webhook_id = $2 AND ($3 IS NULL OR status = $3) AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
+);
+
+pub(crate) const GET_DELIVERY: &str = concat!(
+    "SELECT ",
+    delivery_columns!(),
+    " FROM deliveries WHERE org_id = $1 AND webhook_id = $2 AND id = $3"
+);
+
+pub(crate) const DELIVERY_ATTEMPTS: &str = "SELECT at, duration_ms, response_status, error FROM delivery_attempts WHERE delivery_id = $1 ORDER BY n";
+
+pub(crate) const COUNT_PENDING_DELIVERIES: &str = "SELECT COUNT(*) FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.status = 'pending' AND w.enabled";
+
+pub(crate) const NEXT_DELIVERY_DUE: &str = "SELECT d.next_attempt_at FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.status = 'pending' AND w.enabled AND d.claimed_until IS NULL ORDER BY d.next_attempt_at LIMIT 1";
+
 /// Maps a sqlx error to a [`StoreError`]: unique violations become `Conflict` naming the rule
 /// broken (`id`, `instance_id`, `name`, `key_hash`), everything else `Backend`.
 ///

@@ -17,6 +17,7 @@ use crate::{Result, SessionStateUpdate, StateChange, Store, StoreError, UnitOfWo
 mod api_keys;
 mod events;
 mod sessions;
+mod webhooks;
 mod writer;
 
 use writer::{WriteLock, WriteTx, Writer};
@@ -154,9 +155,7 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     async fn append_event(&mut self, event: &NewEvent) -> Result<Event> {
-        let event = events::insert(&mut self.tx, event).await?;
-        self.tx.appended();
-        Ok(event)
+        events::insert(&mut self.tx, event).await
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {

@@ -1234,6 +1234,10 @@ async fn unreachable_postgres_is_a_backend_error_without_the_password() {
 mod events;
 use events::*;
 
+#[path = "behaviour/webhooks.rs"]
+mod webhooks;
+use webhooks::*;
+
 /// Reads by id are served from memory after the first (see `cache.rs`): each must still see
 /// every write before it, whichever way the write went, and never cross an organization.
 async fn reads_by_id_follow_every_write(store: Arc<dyn Store>) {
@@ -1351,6 +1355,13 @@ scenarios!(
     commits_wake_readers,
     reads_by_id_follow_every_write,
     api_key_changes_move_the_version,
+    webhooks_are_scoped_to_their_organization,
+    webhook_updates_and_rotation,
+    fan_out_queues_each_matching_pair_once,
+    claims_follow_event_order_under_a_per_webhook_limit,
+    attempts_are_recorded_with_their_outcome,
+    test_events_and_replays_reach_only_their_webhook,
+    concurrent_claims_never_overlap,
 );
 
 /// The CLI changes keys from another process: the gateway's store sees the change in its

@@ -11,7 +11,7 @@ use wagate_auth::Authenticator;
 use wagate_auth::jwt::{JwtConfig, JwtVerifier};
 use wagate_core::OrgId;
 use wagate_runtime::supervisor::{Supervisor, SupervisorConfig};
-use wagate_runtime::{ApiKeyService, EventConfig, EventHub};
+use wagate_runtime::{ApiKeyService, EventConfig, EventHub, WebhookService};
 use wagate_store::prelude::*;
 
 use crate::config::Config;
@@ -78,7 +78,9 @@ impl Application {
         let events = EventHub::start(Arc::clone(&store), Arc::clone(&metrics), EventConfig::with_retention(config.event_retention))
             .await
             .map_err(|e| anyhow::anyhow!("cannot read the event log: {e}"))?;
-        let state = AppState::new(store, auth, supervisor, metrics, events);
+        let webhooks = Arc::new(WebhookService::new(Arc::clone(&store), Arc::clone(&metrics), config.webhooks.clone()));
+        background.extend(webhooks.start().await.map_err(|e| anyhow::anyhow!("cannot start webhook delivery: {e}"))?);
+        let state = AppState::new(store, auth, supervisor, metrics, events, webhooks);
 
         let listener = TcpListener::bind(&config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         let metrics_listener = match &config.metrics_listen {
@@ -125,6 +127,7 @@ impl Application {
             tokio::spawn(crate::server::serve(l, router, connections, std::future::pending()))
         });
         let events = Arc::clone(&state.events);
+        let webhooks = Arc::clone(&state.webhooks);
         let limits = HttpLimits::default();
         let router = wagate_api::router(state, limits);
         tracing::info!(addr = %listener.local_addr()?, "wagate listening");
@@ -137,6 +140,8 @@ impl Application {
         crate::server::serve(listener, router, connections, shutdown).await;
         tracing::info!("shutting down: stopping sessions");
         resume.abort();
+        // Deliveries in flight are finished by the next start (their claims expire).
+        webhooks.close();
         sessions.shutdown().await;
         for task in background.into_iter().chain(metrics_server) {
             task.abort();

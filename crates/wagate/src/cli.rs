@@ -185,23 +185,24 @@ async fn api_keys(file: Option<&std::path::Path>, store: StoreArgs) -> anyhow::R
     Ok(ApiKeyService::new(open_store(&store_config(file, store)?).await?))
 }
 
-/// `30d`, `12h`, `90m`, `45s`, `2w`.
+/// `30d`, `12h`, `90m`, `45s`, `2w`, `500ms`.
 pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num.parse().map_err(|_| anyhow::anyhow!("`{s}` is not a duration like 30d, 12h, 90m"))?;
-    let secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 604_800,
+    let millis = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 604_800_000,
         _ => bail!("`{s}` is not a duration like 30d, 12h, 90m"),
     };
     if n == 0 {
         bail!("the duration must be positive");
     }
-    Ok(Duration::from_secs(n.saturating_mul(secs)))
+    Ok(Duration::from_millis(n.saturating_mul(millis)))
 }
 
 pub fn init_logging(config: &Config) {
@@ -228,6 +229,7 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("30d").unwrap(), Duration::from_secs(30 * 86_400));
         assert_eq!(parse_duration("90m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("0d").is_err());
         assert!(parse_duration("d").is_err());
         assert!(parse_duration("5y").is_err());

@@ -116,6 +116,18 @@ pub struct Layer {
     /// Seconds a shutdown waits for open requests before closing every connection [default: 10]
     #[arg(long)]
     pub shutdown_grace: Option<u64>,
+    /// How long one webhook attempt may take, e.g. `15s`, `500ms` [default: 15s]
+    #[arg(long)]
+    pub webhook_timeout: Option<String>,
+    /// Delays before each retry of a webhook delivery, comma-separated [default: 5s,5m,30m,2h,5h,10h,10h]
+    #[arg(long)]
+    pub webhook_retry_schedule: Option<String>,
+    /// Let webhooks target loopback and private networks [default: false]
+    #[arg(long)]
+    pub webhook_allow_private: Option<bool>,
+    /// Webhook attempts in flight at once [default: 8]
+    #[arg(long)]
+    pub webhook_workers: Option<usize>,
 }
 
 impl std::str::FromStr for Secret {
@@ -150,6 +162,10 @@ impl Layer {
             idle_timeout: other.idle_timeout.or(self.idle_timeout),
             max_connections: other.max_connections.or(self.max_connections),
             shutdown_grace: other.shutdown_grace.or(self.shutdown_grace),
+            webhook_timeout: other.webhook_timeout.or(self.webhook_timeout),
+            webhook_retry_schedule: other.webhook_retry_schedule.or(self.webhook_retry_schedule),
+            webhook_allow_private: other.webhook_allow_private.or(self.webhook_allow_private),
+            webhook_workers: other.webhook_workers.or(self.webhook_workers),
         }
     }
 
@@ -196,6 +212,15 @@ impl Layer {
             idle_timeout: positive("WAGATE_IDLE_TIMEOUT", "number of seconds")?,
             max_connections: positive("WAGATE_MAX_CONNECTIONS", "integer")?.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
             shutdown_grace: positive("WAGATE_SHUTDOWN_GRACE", "number of seconds")?,
+            webhook_timeout: var("WAGATE_WEBHOOK_TIMEOUT"),
+            webhook_retry_schedule: var("WAGATE_WEBHOOK_RETRY_SCHEDULE"),
+            webhook_allow_private: match var("WAGATE_WEBHOOK_ALLOW_PRIVATE").as_deref().map(str::trim) {
+                None => None,
+                Some("true" | "1" | "yes") => Some(true),
+                Some("false" | "0" | "no") => Some(false),
+                Some(other) => return Err(format!("WAGATE_WEBHOOK_ALLOW_PRIVATE must be `true` or `false`, not `{other}`")),
+            },
+            webhook_workers: positive("WAGATE_WEBHOOK_WORKERS", "integer")?.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         })
     }
 
@@ -223,6 +248,7 @@ pub struct Config {
     /// How long events are kept (`WAGATE_EVENT_RETENTION`).
     pub event_retention: std::time::Duration,
     pub connections: crate::server::ConnectionLimits,
+    pub webhooks: wagate_runtime::WebhookConfig,
 }
 
 /// Settings of the real WhatsApp engine.
@@ -248,6 +274,7 @@ impl Config {
     /// Defaults < file < flags < environment.
     pub fn resolve(file: Option<Layer>, flags: Layer, env: Layer) -> Result<Config, String> {
         let l = Layer::default().merge(file.unwrap_or_default()).merge(flags).merge(env);
+        let webhooks = webhook_settings(&l)?;
         let data_dir = l.data_dir.unwrap_or_else(|| PathBuf::from("./wagate-data"));
         let database_url = l
             .database_url
@@ -274,6 +301,7 @@ impl Config {
             shutdown_grace: secs(l.shutdown_grace, 10),
         };
         Ok(Config {
+            webhooks,
             event_retention,
             listen: l.listen.unwrap_or_else(|| "127.0.0.1:8080".to_owned()),
             data_dir,
@@ -297,6 +325,42 @@ impl Config {
         let env = Layer::from_env(|k| std::env::var(k).ok())?;
         Config::resolve(file, flags, env)
     }
+}
+
+/// The webhook settings of a merged layer.
+fn webhook_settings(l: &Layer) -> Result<wagate_runtime::WebhookConfig, String> {
+    use wagate_runtime::WebhookConfig;
+    let defaults = WebhookConfig::default();
+    let timeout = match l.webhook_timeout.as_deref() {
+        None => defaults.timeout,
+        Some(raw) => crate::cli::parse_duration(raw)
+            .map_err(|_| format!("WAGATE_WEBHOOK_TIMEOUT must be a duration such as 15s or 500ms, not `{raw}`"))?,
+    };
+    let retry_schedule = match l.webhook_retry_schedule.as_deref() {
+        None => defaults.retry_schedule.clone(),
+        Some(raw) => parse_retry_schedule(raw)?,
+    };
+    Ok(WebhookConfig {
+        timeout,
+        retry_schedule,
+        allow_private: l.webhook_allow_private.unwrap_or(false),
+        workers: l.webhook_workers.unwrap_or(WebhookConfig::DEFAULT_WORKERS).max(1),
+        ..defaults
+    })
+}
+
+/// `5s,5m,30m`: the delays before each retry (an empty schedule: no retries).
+pub fn parse_retry_schedule(raw: &str) -> Result<Vec<std::time::Duration>, String> {
+    if raw.trim().is_empty() || raw.trim() == "none" {
+        return Ok(Vec::new());
+    }
+    raw.split(',')
+        .map(|delay| {
+            crate::cli::parse_duration(delay).map_err(|_| {
+                format!("WAGATE_WEBHOOK_RETRY_SCHEDULE must be comma-separated durations such as 5s,5m,30m, not `{raw}`")
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -359,6 +423,27 @@ mod tests {
         let bad_version = Layer { wa_version: Some("2.3000".into()), ..Layer::default() };
         assert!(Config::resolve(None, bad_version, Layer::default()).is_err());
         assert_eq!(parse_wa_version("2.3000.1027934701"), Ok((2, 3000, 1_027_934_701)));
+    }
+
+    #[test]
+    fn webhook_settings_from_every_layer() {
+        let c = Config::resolve(None, Layer::default(), Layer::default()).unwrap();
+        assert_eq!(c.webhooks, wagate_runtime::WebhookConfig::default());
+        assert_eq!(c.webhooks.timeout.as_secs(), 15);
+        assert_eq!(c.webhooks.retry_schedule, parse_retry_schedule(wagate_runtime::WebhookConfig::DEFAULT_RETRY_SCHEDULE).unwrap());
+        assert!(!c.webhooks.allow_private);
+        let file: Layer = toml::from_str("webhook_timeout = \"2s\"\nwebhook_retry_schedule = \"50ms, 1s\"\nwebhook_workers = 3").unwrap();
+        let env = Layer::from_env(|k| (k == "WAGATE_WEBHOOK_ALLOW_PRIVATE").then(|| "true".to_owned())).unwrap();
+        let c = Config::resolve(Some(file), Layer::default(), env).unwrap();
+        assert_eq!(c.webhooks.timeout, std::time::Duration::from_secs(2));
+        assert_eq!(c.webhooks.retry_schedule, vec![std::time::Duration::from_millis(50), std::time::Duration::from_secs(1)]);
+        assert_eq!((c.webhooks.workers, c.webhooks.allow_private), (3, true));
+        assert!(Layer::from_env(|k| (k == "WAGATE_WEBHOOK_ALLOW_PRIVATE").then(|| "maybe".to_owned())).is_err());
+        assert!(Layer::from_env(|k| (k == "WAGATE_WEBHOOK_WORKERS").then(|| "0".to_owned())).is_err());
+        for bad in [("WAGATE_WEBHOOK_TIMEOUT", "soon"), ("WAGATE_WEBHOOK_RETRY_SCHEDULE", "5s,,5m"), ("WAGATE_WEBHOOK_RETRY_SCHEDULE", "5x")] {
+            let env = Layer::from_env(|k| (k == bad.0).then(|| bad.1.to_owned())).unwrap();
+            assert!(Config::resolve(None, Layer::default(), env).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -11,9 +11,10 @@ use crate::{EventFilter, EventStore, Page, PageRequest, Result, page_size};
 
 const ORG_EVENTS: (&str, &str) = sql::org_events!("type IN (SELECT value FROM json_each($3))");
 
+/// Appends an event in `tx`; readers are woken once it commits.
 pub(super) async fn insert(tx: &mut WriteTx, event: &NewEvent) -> Result<Event> {
     let statement = tx.sql(sql::INSERT_EVENT);
-    sqlx::query_as::<_, EventRow>(statement)
+    let event = sqlx::query_as::<_, EventRow>(statement)
         .bind(event.id.as_str())
         .bind(event.org.as_str())
         .bind(event.session.as_ref().map(|s| s.as_str()))
@@ -23,7 +24,9 @@ pub(super) async fn insert(tx: &mut WriteTx, event: &NewEvent) -> Result<Event> 
         .fetch_one(tx.conn().await?)
         .await
         .map_err(db_err)?
-        .into_event()
+        .into_event()?;
+    tx.appended();
+    Ok(event)
 }
 
 fn into_events(rows: Vec<EventRow>) -> Result<Vec<Event>> {

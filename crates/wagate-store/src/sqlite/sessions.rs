@@ -74,7 +74,6 @@ impl SessionStore for SqliteStore {
             .map_err(db_err)?
             .into_session()?;
         events::insert(&mut tx, &NewEvent::session_status(&session.org, &session.id, session.status, None, None)).await?;
-        tx.appended();
         tx.commit().await?;
         Ok(session)
     }

@@ -14,10 +14,10 @@ use wagate_store::prelude::*;
 use wagate_store::{EventFilter, PageRequest};
 
 /// A `wagate serve` child process, killed when dropped.
-struct Gateway {
-    child: Child,
-    base: String,
-    key: Option<String>,
+pub struct Gateway {
+    pub child: Child,
+    pub base: String,
+    pub key: Option<String>,
 }
 
 impl Drop for Gateway {
@@ -29,12 +29,22 @@ impl Drop for Gateway {
 
 /// Starts `wagate serve`; on the `first` start, also waits for the bootstrap key it prints.
 fn serve(data_dir: &std::path::Path, first: bool) -> Gateway {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wagate"))
+    serve_with(data_dir, first, &[])
+}
+
+/// As [`serve`], with more `WAGATE_*` variables.
+pub fn serve_with(data_dir: &std::path::Path, first: bool, env: &[(&str, &str)]) -> Gateway {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wagate"));
+    command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("WAGATE_DATA_DIR", data_dir)
         .env("WAGATE_LISTEN", "127.0.0.1:0")
-        .env("WAGATE_LOG_FORMAT", "json")
+        .env("WAGATE_LOG_FORMAT", "json");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command
         .arg("serve")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,0 +1,66 @@
+-- Webhook endpoints, per organization. `events` is a JSON array of event types (NULL: every
+-- type); `session_id` NULL means every session of the organization. The secrets sign
+-- deliveries, so they are kept as given (`whsec_...`); the previous one signs beside the
+-- current one until `previous_secret_expires_at`.
+CREATE TABLE webhooks (
+    id                          TEXT PRIMARY KEY,
+    org_id                      TEXT NOT NULL REFERENCES organizations (id),
+    url                         TEXT NOT NULL,
+    events                      TEXT,
+    session_id                  TEXT,
+    description                 TEXT,
+    enabled                     INTEGER NOT NULL,
+    disabled_reason             TEXT,
+    secret                      TEXT NOT NULL,
+    previous_secret             TEXT,
+    previous_secret_expires_at  TEXT,
+    failing_since               TEXT,
+    created_at                  TEXT NOT NULL,
+    updated_at                  TEXT NOT NULL
+);
+
+CREATE INDEX webhooks_org_id ON webhooks (org_id, id);
+
+-- One event's delivery to one webhook. `cycle_attempts` counts the attempts since it was last
+-- queued (its place in the retry schedule), `attempts` every attempt. A worker owns a pending
+-- delivery while `claimed_until` is in the future.
+CREATE TABLE deliveries (
+    id               TEXT PRIMARY KEY,
+    org_id           TEXT NOT NULL,
+    webhook_id       TEXT NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+    event_id         TEXT NOT NULL,
+    event_seq        INTEGER NOT NULL,
+    event_type       TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    cycle_attempts   INTEGER NOT NULL DEFAULT 0,
+    last_attempt_at  TEXT,
+    next_attempt_at  TEXT,
+    claimed_until    TEXT,
+    response_status  INTEGER,
+    error            TEXT,
+    created_at       TEXT NOT NULL,
+    UNIQUE (webhook_id, event_id)
+);
+
+CREATE INDEX deliveries_due ON deliveries (event_seq) WHERE status = 'pending';
+-- Only claimed rows: small, for counting a webhook's attempts in flight.
+CREATE INDEX deliveries_claimed ON deliveries (webhook_id, claimed_until) WHERE status = 'pending' AND claimed_until IS NOT NULL;
+CREATE INDEX deliveries_webhook_id ON deliveries (webhook_id, id);
+
+CREATE TABLE delivery_attempts (
+    delivery_id      TEXT NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+    n                INTEGER NOT NULL,
+    at               TEXT NOT NULL,
+    duration_ms      INTEGER NOT NULL,
+    response_status  INTEGER,
+    error            TEXT,
+    PRIMARY KEY (delivery_id, n)
+);
+
+-- The fan-out's place in the event log: the position of the last event it has handled.
+CREATE TABLE webhook_fanout (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    position  INTEGER NOT NULL
+);
+INSERT INTO webhook_fanout (id, position) VALUES (1, 0);
