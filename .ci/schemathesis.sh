@@ -66,7 +66,7 @@ status=0
 #   positive_data_acceptance     schema-valid but semantically unknown input is a documented 400
 #                                (a pageToken this API never issued, a pairing code never requested)
 #   ensure_resource_availability the sandbox routes answer 404 for a `whatsapp` session, by contract
-SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH="$PWD/.ci" "$VENV/bin/schemathesis" run "$BASE/openapi.json" \
+SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH="$PWD/.ci" "$VENV/bin/schemathesis" --config-file "$PWD/.ci/schemathesis.toml" run "$BASE/openapi.json" \
   --checks all \
   --exclude-checks not_a_server_error,positive_data_acceptance,ensure_resource_availability \
   --header "Authorization: Bearer $KEY" \

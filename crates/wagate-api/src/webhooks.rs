@@ -452,7 +452,7 @@ pub async fn replay(state: &AppState, auth: &Auth, id: &str, body: &[u8]) -> Api
 pub async fn list_deliveries(State(state): State<AppState>, auth: Auth, Path(id): Path<String>, query: RawQuery) -> ApiResult<Json<DeliveryList>> {
     let principal = auth.require(Capability::Manage)?;
     let status = match query.get("status") {
-        None | Some("") => None,
+        None => None,
         Some(raw) => Some(DeliveryStatus::parse(raw).ok_or_else(|| ApiError::validation("status", "must be pending, succeeded or failed"))?),
     };
     let size = page_size(&query)?;

@@ -343,12 +343,21 @@ impl Runner {
                 }
                 Some(None) => (false, false),
             };
-            drop(permit);
+            // An attempt whose socket came up is through: the permit goes to the next one. One
+            // whose socket never came up keeps it until its run has ended, since the crate's dial
+            // (a TCP connect or WebSocket upgrade, which nothing but its own timeout ends) may
+            // still hold a connection open: released earlier, the cap would not bound the
+            // connections actually open.
+            let mut permit = Some(permit);
+            if socket_ready {
+                drop(permit.take());
+            }
 
             // 3. The connection's life.
             if self.drive(stop, run.wait()).await.is_none() {
                 return self.stop_run(run).await;
             }
+            drop(permit);
             self.drain().await;
             if self.mapper.is_terminal() {
                 return Exit::Terminal;

@@ -383,6 +383,7 @@ async fn bad_input_is_a_validation_error_naming_the_field() {
         app.call(Method::PATCH, &path, Some(&app.key), Some(body)).await.assert_validation(field);
     }
     app.get(&format!("{path}/deliveries?status=lost")).await.assert_validation("status");
+    app.get(&format!("{path}/deliveries?status=")).await.assert_validation("status");
     app.get(&format!("{path}/deliveries?pageSize=0")).await.assert_validation("pageSize");
     app.post(&format!("{path}:test"), json!({"x": 1})).await.assert_validation("x");
 
