@@ -459,14 +459,7 @@ pub async fn list_deliveries(State(state): State<AppState>, auth: Auth, Path(id)
     let after = decode_page_token(&query, |s| DeliveryId::parse(s).ok())?;
     let hook = webhook(&state, principal, &id).await?;
     let page = state.webhooks.deliveries(&principal.org, &hook.id, status, PageRequest { size, after: after.as_ref() }).await?;
-    let mut deliveries = Vec::with_capacity(page.items.len());
-    for d in &page.items {
-        let attempts = match d.attempts {
-            0 => Vec::new(),
-            _ => state.webhooks.delivery(&principal.org, &hook.id, &d.id).await?.map(|(_, a)| a).unwrap_or_default(),
-        };
-        deliveries.push(DeliveryView::new(d, &attempts));
-    }
+    let deliveries = page.items.iter().map(|(d, attempts)| DeliveryView::new(d, attempts)).collect();
     Ok(Json(DeliveryList { deliveries, next_page_token: page.next.map(|id| encode_page_token(id.as_str())) }))
 }
 

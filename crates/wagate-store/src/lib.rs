@@ -33,7 +33,7 @@ use wagate_core::{
 
 mod webhooks;
 pub use webhooks::{
-    AttemptRecord, Claimed, DeliveryStore, FanOut, NextStep, ReplayWindow, WebhookStore, WebhookUpdate,
+    AttemptRecord, Claimed, DeliveryRecord, DeliveryStore, FanOut, NextStep, ReplayWindow, WebhookStore, WebhookUpdate,
 };
 
 #[derive(Debug, thiserror::Error)]

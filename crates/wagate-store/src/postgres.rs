@@ -60,6 +60,14 @@ impl PostgresStore {
         Ok(Self { pool, commits: Arc::new(watch::Sender::new(0)), sessions: Arc::default() })
     }
 
+    /// A read-only transaction whose statements all see one snapshot (`REPEATABLE READ`), so
+    /// rows read by two queries agree with each other.
+    pub(crate) async fn read_snapshot(&self) -> Result<Transaction<'_, Postgres>> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        sqlx::query(sql::READ_SNAPSHOT).execute(&mut *tx).await.map_err(db_err)?;
+        Ok(tx)
+    }
+
     /// The pool, for callers that need raw access (tests, maintenance).
     pub fn pool(&self) -> &PgPool {
         &self.pool

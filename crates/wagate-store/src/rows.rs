@@ -199,6 +199,7 @@ impl DeliveryRow {
 
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct AttemptRow {
+    pub delivery_id: String,
     pub at: Timestamp,
     pub duration_ms: i64,
     pub response_status: Option<i32>,
@@ -206,8 +207,9 @@ pub(crate) struct AttemptRow {
 }
 
 impl AttemptRow {
-    pub(crate) fn into_attempt(self, delivery: &str) -> Result<DeliveryAttempt> {
+    pub(crate) fn into_attempt(self) -> Result<DeliveryAttempt> {
         const T: &str = "delivery_attempts";
+        let delivery = self.delivery_id.as_str();
         Ok(DeliveryAttempt {
             at: self.at,
             duration_ms: u64::try_from(self.duration_ms).map_err(|_| corrupt(T, delivery, "duration_ms"))?,

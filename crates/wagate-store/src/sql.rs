@@ -328,7 +328,15 @@ pub(crate) const GET_DELIVERY: &str = concat!(
     " FROM deliveries WHERE org_id = $1 AND webhook_id = $2 AND id = $3"
 );
 
-pub(crate) const DELIVERY_ATTEMPTS: &str = "SELECT at, duration_ms, response_status, error FROM delivery_attempts WHERE delivery_id = $1 ORDER BY n";
+/// PostgreSQL: the first statement of a read transaction whose statements share one snapshot.
+pub(crate) const READ_SNAPSHOT: &str = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+
+/// The attempts of every delivery `LIST_DELIVERIES` returns for the same parameters, in the
+/// same read snapshot: `(delivery_id, ...)` rows, each delivery's oldest first.
+pub(crate) const LIST_DELIVERY_ATTEMPTS: &str = "SELECT delivery_id, at, duration_ms, response_status, error FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE org_id = $1 AND webhook_id = $2 AND ($3 IS NULL OR status = $3) AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5) ORDER BY delivery_id, n";
+
+/// One delivery's attempts, oldest first; read in the snapshot that read the delivery.
+pub(crate) const DELIVERY_ATTEMPTS: &str = "SELECT delivery_id, at, duration_ms, response_status, error FROM delivery_attempts WHERE delivery_id = $1 ORDER BY n";
 
 pub(crate) const COUNT_PENDING_DELIVERIES: &str = "SELECT COUNT(*) FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.status = 'pending' AND w.enabled";
 

@@ -116,6 +116,12 @@ impl SqliteStore {
         self.writer.begin().await
     }
 
+    /// A read transaction: every statement in it sees the database as of its first read (WAL
+    /// snapshot), so rows read by two queries agree with each other.
+    pub(crate) async fn read_snapshot(&self) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>> {
+        self.pool.begin().await.map_err(db_err)
+    }
+
     /// The pool, for callers that need raw access (tests, maintenance).
     pub fn pool(&self) -> &SqlitePool {
         &self.pool

@@ -7,12 +7,15 @@
 //! ([`DeliveryStore::claim_delivery`]) and record each attempt with its outcome
 //! ([`DeliveryStore::record_attempt`]).
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use wagate_core::{
     Delivery, DeliveryAttempt, DeliveryId, DeliveryStatus, DisabledReason, Event, EventType, NewEvent,
     NewWebhook, OrgId, Timestamp, Webhook, WebhookId, WebhookSecret,
 };
 
+use crate::rows::AttemptRow;
 use crate::{Page, PageRequest, Result};
 
 /// A change of a webhook's client-set fields; `None` leaves a field as it is.
@@ -120,16 +123,18 @@ pub trait DeliveryStore: Send + Sync {
     /// types; `webhook.test` events only when they were sent to it), due at `at`, whether it
     /// was delivered before or not. Returns how many.
     async fn replay_deliveries(&self, webhook: &Webhook, window: ReplayWindow, at: Timestamp) -> Result<u64>;
-    /// A webhook's deliveries, newest first, optionally of one status.
+    /// A webhook's deliveries, newest first, optionally of one status, each with its attempts;
+    /// read in one snapshot.
     async fn list_deliveries(
         &self,
         org: &OrgId,
         webhook: &WebhookId,
         status: Option<DeliveryStatus>,
         page: PageRequest<'_, DeliveryId>,
-    ) -> Result<Page<Delivery, DeliveryId>>;
-    /// A delivery with its attempts, oldest first.
-    async fn get_delivery(&self, org: &OrgId, webhook: &WebhookId, id: &DeliveryId) -> Result<Option<(Delivery, Vec<DeliveryAttempt>)>>;
+    ) -> Result<Page<DeliveryRecord, DeliveryId>>;
+    /// A delivery with its attempts, read in one snapshot (the attempts always match the
+    /// delivery's own counters and times).
+    async fn get_delivery(&self, org: &OrgId, webhook: &WebhookId, id: &DeliveryId) -> Result<Option<DeliveryRecord>>;
     /// Pending deliveries of enabled webhooks, across organizations (the backlog).
     async fn count_pending_deliveries(&self) -> Result<u64>;
     /// The earliest due time of a pending, unclaimed delivery of an enabled webhook.
@@ -142,6 +147,26 @@ pub(crate) fn fan_out_targets<'a>(hooks: &'a [Webhook], events: &'a [Event]) -> 
 }
 
 /// The delivery's status and next attempt time after an attempt.
+/// A delivery with its attempts, oldest first.
+pub type DeliveryRecord = (Delivery, Vec<DeliveryAttempt>);
+
+/// Pairs deliveries with their attempts (rows ordered by delivery, then attempt); attempts of
+/// deliveries not in `deliveries` are dropped.
+pub(crate) fn with_attempts(deliveries: Vec<Delivery>, rows: Vec<AttemptRow>) -> Result<Vec<DeliveryRecord>> {
+    let mut by_delivery: HashMap<String, Vec<DeliveryAttempt>> = HashMap::new();
+    for row in rows {
+        let delivery = row.delivery_id.clone();
+        by_delivery.entry(delivery).or_default().push(row.into_attempt()?);
+    }
+    Ok(deliveries
+        .into_iter()
+        .map(|d| {
+            let attempts = by_delivery.remove(d.id.as_str()).unwrap_or_default();
+            (d, attempts)
+        })
+        .collect())
+}
+
 pub(crate) fn settle(next: NextStep) -> (DeliveryStatus, Option<Timestamp>) {
     match next {
         NextStep::Succeeded => (DeliveryStatus::Succeeded, None),

@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 use wagate_core::{
-    Delivery, DeliveryAttempt, DeliveryId, DeliveryStatus, EventType, NewEvent, NewWebhook, OrgId, SessionId, Webhook,
+    Delivery, DeliveryId, DeliveryStatus, EventType, NewEvent, NewWebhook, OrgId, SessionId, Webhook,
     WebhookId, WebhookSecret,
 };
 use wagate_egress::{AddressGuard, UrlError};
 use wagate_store::prelude::*;
-use wagate_store::{Page, PageRequest, ReplayWindow, StoreError, WebhookUpdate};
+use wagate_store::{DeliveryRecord, Page, PageRequest, ReplayWindow, StoreError, WebhookUpdate};
 
 use crate::metrics::Metrics;
 
@@ -224,11 +224,11 @@ impl WebhookService {
         webhook: &WebhookId,
         status: Option<DeliveryStatus>,
         page: PageRequest<'_, DeliveryId>,
-    ) -> Result<Page<Delivery, DeliveryId>, StoreError> {
+    ) -> Result<Page<DeliveryRecord, DeliveryId>, StoreError> {
         self.store.list_deliveries(org, webhook, status, page).await
     }
 
-    pub async fn delivery(&self, org: &OrgId, webhook: &WebhookId, id: &DeliveryId) -> Result<Option<(Delivery, Vec<DeliveryAttempt>)>, StoreError> {
+    pub async fn delivery(&self, org: &OrgId, webhook: &WebhookId, id: &DeliveryId) -> Result<Option<DeliveryRecord>, StoreError> {
         self.store.get_delivery(org, webhook, id).await
     }
 

@@ -4,15 +4,15 @@
 use async_trait::async_trait;
 use sqlx::SqliteConnection;
 use wagate_core::{
-    Delivery, DeliveryAttempt, DeliveryId, DeliveryStatus, Event, NewEvent, NewWebhook, OrgId, Timestamp, Webhook,
+    Delivery, DeliveryId, DeliveryStatus, Event, NewEvent, NewWebhook, OrgId, Timestamp, Webhook,
     WebhookId, WebhookSecret,
 };
 
 use super::{SqliteStore, events};
 use crate::rows::{AttemptRow, DeliveryRow, EventRow, WebhookRow, event_types_json};
 use crate::sql::{self, db_err};
-use crate::webhooks::{AttemptRecord, Claimed, FanOut, NextStep, ReplayWindow, WebhookUpdate, fan_out_targets, replay_batch, settle};
-use crate::{DeliveryStore, EventStore as _, Page, PageRequest, Result, WebhookStore, page_size};
+use crate::webhooks::{AttemptRecord, Claimed, FanOut, NextStep, ReplayWindow, WebhookUpdate, fan_out_targets, replay_batch, settle, with_attempts};
+use crate::{DeliveryRecord, DeliveryStore, EventStore as _, Page, PageRequest, Result, WebhookStore, page_size};
 
 const CLAIM: &str = concat!(
     "UPDATE deliveries SET claimed_until = $2 WHERE id = (",
@@ -309,27 +309,39 @@ impl DeliveryStore for SqliteStore {
         webhook: &WebhookId,
         status: Option<DeliveryStatus>,
         page: PageRequest<'_, DeliveryId>,
-    ) -> Result<Page<Delivery, DeliveryId>> {
+    ) -> Result<Page<DeliveryRecord, DeliveryId>> {
         let size = page_size(page.size);
+        let (status, after, limit) = (status.map(|s| s.as_str()), page.after.map(|id| id.as_str()), i64::from(size) + 1);
+        let mut tx = self.read_snapshot().await?;
         let rows = sqlx::query_as::<_, DeliveryRow>(sql::LIST_DELIVERIES)
             .bind(org.as_str())
             .bind(webhook.as_str())
-            .bind(status.map(|s| s.as_str()))
-            .bind(page.after.map(|id| id.as_str()))
-            .bind(i64::from(size) + 1)
-            .fetch_all(&self.pool)
+            .bind(status)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let attempts = sqlx::query_as::<_, AttemptRow>(sql::LIST_DELIVERY_ATTEMPTS)
+            .bind(org.as_str())
+            .bind(webhook.as_str())
+            .bind(status)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&mut *tx)
             .await
             .map_err(db_err)?;
         let deliveries = rows.into_iter().map(DeliveryRow::into_delivery).collect::<Result<Vec<_>>>()?;
-        Ok(Page::from_overfetched(deliveries, size, |d| &d.id))
+        Ok(Page::from_overfetched(with_attempts(deliveries, attempts)?, size, |(d, _)| &d.id))
     }
 
-    async fn get_delivery(&self, org: &OrgId, webhook: &WebhookId, id: &DeliveryId) -> Result<Option<(Delivery, Vec<DeliveryAttempt>)>> {
+    async fn get_delivery(&self, org: &OrgId, webhook: &WebhookId, id: &DeliveryId) -> Result<Option<DeliveryRecord>> {
+        let mut tx = self.read_snapshot().await?;
         let Some(row) = sqlx::query_as::<_, DeliveryRow>(sql::GET_DELIVERY)
             .bind(org.as_str())
             .bind(webhook.as_str())
             .bind(id.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(db_err)?
         else {
@@ -337,13 +349,10 @@ impl DeliveryStore for SqliteStore {
         };
         let attempts = sqlx::query_as::<_, AttemptRow>(sql::DELIVERY_ATTEMPTS)
             .bind(id.as_str())
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await
-            .map_err(db_err)?
-            .into_iter()
-            .map(|a| a.into_attempt(id.as_str()))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Some((row.into_delivery()?, attempts)))
+            .map_err(db_err)?;
+        Ok(with_attempts(vec![row.into_delivery()?], attempts)?.pop())
     }
 
     async fn count_pending_deliveries(&self) -> Result<u64> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::Duration;
 use wagate_core::{
-    DeliveryAttempt, DeliveryId, DeliveryStatus, DisabledReason, EventType, NewEvent, NewWebhook, OrgId, SessionId,
+    Delivery, DeliveryAttempt, DeliveryId, DeliveryStatus, DisabledReason, EventType, NewEvent, NewWebhook, OrgId, SessionId,
     SessionStatus, Timestamp, Webhook, WebhookId, WebhookSecret,
 };
 use wagate_store::prelude::*;
@@ -30,6 +30,10 @@ fn new_webhook(org_id: &OrgId, session: Option<&SessionId>, events: Option<Vec<E
 fn attempt(at: Timestamp, status: Option<u16>) -> DeliveryAttempt {
     let ok = status.is_some_and(|s| (200..300).contains(&s));
     DeliveryAttempt { at, duration_ms: 12, response_status: status, error: (!ok).then(|| "HTTP 500".to_owned()) }
+}
+
+fn deliveries_of(records: Vec<wagate_store::DeliveryRecord>) -> Vec<Delivery> {
+    records.into_iter().map(|(d, _)| d).collect()
 }
 
 fn later(ms: i64) -> Timestamp {
@@ -132,7 +136,7 @@ pub async fn fan_out_queues_each_matching_pair_once(store: Arc<dyn Store>) {
     assert_eq!(fan_out_all(store.as_ref()).await, 0, "a second pass queues nothing");
     let count = |hook: &Webhook| {
         let (store, org_id, id) = (Arc::clone(&store), hook.org.clone(), hook.id.clone());
-        async move { store.list_deliveries(&org_id, &id, None, PageRequest { size: 500, after: None }).await.unwrap().items }
+        async move { deliveries_of(store.list_deliveries(&org_id, &id, None, PageRequest { size: 500, after: None }).await.unwrap().items) }
     };
     let for_all = count(&all).await;
     assert_eq!(for_all.len(), 4, "two creations and two starts");
@@ -180,7 +184,7 @@ pub async fn claims_follow_event_order_under_a_per_webhook_limit(store: Arc<dyn 
         assert_eq!(seqs.len(), 2);
         assert!(seqs[0] < seqs[1]);
     }
-    let all_a = store.list_deliveries(&acme, &a.id, None, PageRequest { size: 10, after: None }).await.unwrap().items;
+    let all_a = deliveries_of(store.list_deliveries(&acme, &a.id, None, PageRequest { size: 10, after: None }).await.unwrap().items);
     let lowest: Vec<i64> = { let mut s: Vec<i64> = all_a.iter().map(|d| d.event_seq).collect(); s.sort(); s.truncate(2); s };
     let got: Vec<i64> = claimed.iter().filter(|c| c.webhook.id == a.id).map(|c| c.delivery.event_seq).collect();
     assert_eq!(got, lowest);
@@ -242,7 +246,8 @@ pub async fn attempts_are_recorded_with_their_outcome(store: Arc<dyn Store>) {
     assert_eq!(attempts[0], attempt(now, Some(500)));
     assert!(store.get_delivery(&org("globex"), &hook.id, &d.id).await.unwrap().is_none());
     let failed = store.list_deliveries(&acme, &hook.id, Some(DeliveryStatus::Failed), PageRequest { size: 10, after: None }).await.unwrap();
-    assert_eq!(failed.items.iter().map(|d| d.id.clone()).collect::<Vec<_>>(), vec![d.id.clone()]);
+    assert_eq!(failed.items.iter().map(|(d, _)| d.id.clone()).collect::<Vec<_>>(), vec![d.id.clone()]);
+    assert_eq!(failed.items[0].1, attempts, "a listed delivery carries its attempts");
 
     // A retry queues it again now, with a fresh schedule (once the webhook is enabled again).
     let retried = store.retry_delivery(&acme, &hook.id, &d.id, retry_at).await.unwrap().unwrap();
@@ -270,7 +275,7 @@ pub async fn test_events_and_replays_reach_only_their_webhook(store: Arc<dyn Sto
     let listed = |id: WebhookId| {
         let store = Arc::clone(&store);
         let acme = acme.clone();
-        async move { store.list_deliveries(&acme, &id, None, PageRequest { size: 50, after: None }).await.unwrap().items }
+        async move { deliveries_of(store.list_deliveries(&acme, &id, None, PageRequest { size: 50, after: None }).await.unwrap().items) }
     };
     assert_eq!(listed(hook.id.clone()).await.len(), 3, "its test and two status events");
     assert!(listed(other.id.clone()).await.iter().all(|d| d.event_type != EventType::WebhookTest), "tests are not fanned out");
