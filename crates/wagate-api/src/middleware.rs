@@ -100,22 +100,6 @@ pub fn panic_response(_err: Box<dyn std::any::Any + Send + 'static>) -> Response
     ApiError::new(ErrorCode::Internal, "internal error").into_response()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_short_safe_request_ids_are_kept() {
-        assert!(acceptable_request_id(b"abc-123_X.y"));
-        assert!(acceptable_request_id(&[b'a'; 64]));
-        assert!(!acceptable_request_id(&[b'a'; 65]));
-        assert!(!acceptable_request_id(b""));
-        assert!(!acceptable_request_id(b"a b"));
-        assert!(!acceptable_request_id(b"a\" level=error"));
-        assert!(!acceptable_request_id("é".as_bytes()));
-    }
-}
-
 /// Answers 413 at once when the declared `Content-Length` is over `limit`, before anything
 /// reads the body (so no `100 Continue` is ever sent for it).
 pub async fn refuse_declared_oversize(State(limit): State<usize>, req: Request, next: Next) -> Response {
@@ -133,4 +117,20 @@ pub async fn refuse_declared_oversize(State(limit): State<usize>, req: Request, 
         return res;
     }
     next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_short_safe_request_ids_are_kept() {
+        assert!(acceptable_request_id(b"abc-123_X.y"));
+        assert!(acceptable_request_id(&[b'a'; 64]));
+        assert!(!acceptable_request_id(&[b'a'; 65]));
+        assert!(!acceptable_request_id(b""));
+        assert!(!acceptable_request_id(b"a b"));
+        assert!(!acceptable_request_id(b"a\" level=error"));
+        assert!(!acceptable_request_id("é".as_bytes()));
+    }
 }

@@ -4,7 +4,7 @@
 //! which tails the event log from a cursor stored beside the deliveries and advances it in the
 //! transaction that inserts them ([`DeliveryStore::fan_out`]), so a crash neither loses nor
 //! doubles one. Delivery workers claim due deliveries with a lease
-//! ([`DeliveryStore::claim_delivery`]) and record each attempt with its outcome
+//! ([`DeliveryStore::claim_deliveries`]) and record each attempt with its outcome
 //! ([`DeliveryStore::record_attempt`]).
 
 use std::collections::HashMap;
@@ -108,10 +108,16 @@ pub trait DeliveryStore: Send + Sync {
     async fn fan_out_position(&self) -> Result<i64>;
     /// Appends a `webhook.test` event and queues it for `webhook` alone, in one transaction.
     async fn enqueue_test(&self, webhook: &Webhook, event: &NewEvent) -> Result<(Event, Delivery)>;
-    /// Claims the due pending delivery with the lowest event position among enabled webhooks
-    /// that have fewer than `per_webhook` deliveries claimed, until `lease_until`.
+    /// Claims up to `limit` due pending deliveries, until `lease_until`, in one transaction:
+    /// one after another, each the one with the lowest event position among enabled webhooks
+    /// that have fewer than `per_webhook` deliveries claimed (counting the ones just claimed).
     /// Claims never overlap: a claimed delivery is not claimable again before its lease ends.
-    async fn claim_delivery(&self, now: Timestamp, lease_until: Timestamp, per_webhook: u32) -> Result<Option<Claimed>>;
+    /// Returned in claim order, so a webhook's deliveries come in event order.
+    async fn claim_deliveries(&self, now: Timestamp, lease_until: Timestamp, per_webhook: u32, limit: u32) -> Result<Vec<Claimed>>;
+    /// [`DeliveryStore::claim_deliveries`] for one.
+    async fn claim_delivery(&self, now: Timestamp, lease_until: Timestamp, per_webhook: u32) -> Result<Option<Claimed>> {
+        Ok(self.claim_deliveries(now, lease_until, per_webhook, 1).await?.pop())
+    }
     /// Ends every claim. Only for the store's one owner at start-up: the claims it finds belong
     /// to a process that is gone, and their deliveries need not wait for the leases to run out.
     async fn release_claims(&self) -> Result<u64>;
@@ -147,6 +153,18 @@ pub(crate) fn fan_out_targets<'a>(hooks: &'a [Webhook], events: &'a [Event]) -> 
 }
 
 /// The delivery's status and next attempt time after an attempt.
+/// Pairs claimed deliveries with their webhooks (as read after the claim); a delivery whose
+/// webhook is gone (deleted since, which took its deliveries with it) is dropped.
+pub(crate) fn with_webhooks(deliveries: Vec<Delivery>, webhooks: &[Webhook]) -> Vec<Claimed> {
+    deliveries
+        .into_iter()
+        .filter_map(|delivery| {
+            let webhook = webhooks.iter().find(|w| w.id == delivery.webhook)?.clone();
+            Some(Claimed { delivery, webhook })
+        })
+        .collect()
+}
+
 /// A delivery with its attempts, oldest first.
 pub type DeliveryRecord = (Delivery, Vec<DeliveryAttempt>);
 

@@ -1,7 +1,8 @@
-//! One delivery attempt, start to end: claim the next due delivery, sign and POST its event,
-//! record the attempt and what follows (success, a retry at a time, failure, a disabled
-//! webhook). [`Deliverer::deliver_next`] is the whole step, so a test can drive it.
+//! One delivery attempt, start to end: take the next claimed delivery (claimed a batch at a
+//! time), sign and POST its event, record the attempt and what follows (success, a retry at a
+//! time, failure, a disabled webhook). [`Deliverer::deliver_next`] is the whole step, so a test can drive it.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,8 @@ use wagate_store::{AttemptRecord, Claimed, NextStep, StoreError};
 use super::{WebhookConfig, after, signing};
 use crate::metrics::{Metrics, OutcomeLabels};
 
-/// A claim outlives the request's timeout by this much, so it never runs out mid-attempt.
+/// A claim outlives its wait in the batch and the request's timeout by this much, so it never
+/// runs out mid-attempt.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
 /// At most this much of an answer's body is read (then the connection is dropped).
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -38,27 +40,36 @@ pub struct Deliverer {
     client: EgressClient,
     config: Arc<WebhookConfig>,
     metrics: Arc<Metrics>,
-    /// Claims of this process are taken one at a time, so the per-webhook limit (counted in
-    /// the claim's own query) is exact.
-    claiming: tokio::sync::Mutex<()>,
+    /// Deliveries claimed and not yet taken by a worker, in claim order. Claims are taken a
+    /// batch at a time (one transaction for up to one per worker), under this lock, so the
+    /// per-webhook limit (counted in the claim's own query, buffered claims included) is exact.
+    claimed: tokio::sync::Mutex<VecDeque<Claimed>>,
 }
 
 impl Deliverer {
     pub fn new(store: Arc<dyn Store>, config: Arc<WebhookConfig>, metrics: Arc<Metrics>) -> Self {
         let client = EgressClient::new(config.guard(), config.timeout, concat!("wagate-webhooks/", env!("CARGO_PKG_VERSION")));
-        Self { store, client, config, metrics, claiming: tokio::sync::Mutex::new(()) }
+        Self { store, client, config, metrics, claimed: tokio::sync::Mutex::new(VecDeque::new()) }
+    }
+
+    /// The next claimed delivery: from the batch claimed before, or from a new batch.
+    async fn next_claimed(&self) -> Result<Option<Claimed>, StoreError> {
+        let mut claimed = self.claimed.lock().await;
+        if claimed.is_empty() {
+            let now = wagate_core::now();
+            // A claim may wait in the batch for about one attempt of another worker before its
+            // own attempt starts.
+            let lease = after(now, 2 * self.config.timeout + LEASE_MARGIN);
+            let batch = u32::try_from(self.config.workers.max(1)).unwrap_or(u32::MAX);
+            claimed.extend(self.store.claim_deliveries(now, lease, self.config.per_webhook_concurrency, batch).await?);
+        }
+        Ok(claimed.pop_front())
     }
 
     /// Claims the next due delivery, attempts it and records the attempt. `Ok(None)` when
     /// nothing is due.
     pub async fn deliver_next(&self) -> Result<Option<Delivery>, StoreError> {
-        let claimed = {
-            let _turn = self.claiming.lock().await;
-            let now = wagate_core::now();
-            let lease = after(now, self.config.timeout + LEASE_MARGIN);
-            self.store.claim_delivery(now, lease, self.config.per_webhook_concurrency).await?
-        };
-        let Some(Claimed { delivery, webhook }) = claimed else { return Ok(None) };
+        let Some(Claimed { delivery, webhook }) = self.next_claimed().await? else { return Ok(None) };
         let event = self.store.get_event(&delivery.org, &delivery.event).await?;
         let at = wagate_core::now();
         let started = Instant::now();

@@ -4,9 +4,10 @@
 //!   are committed) turns each committed event into one delivery row per matching webhook,
 //!   advancing a cursor stored in the same transaction: nothing is queued in memory, so a crash
 //!   loses nothing and doubles nothing.
-//! - **Delivery workers** run [`Deliverer::deliver_next`] in a loop: claim the next due delivery
-//!   (with a lease; in event order per webhook, under a per-webhook limit), sign it (Standard
-//!   Webhooks), POST it through the address guard, record the attempt and schedule what follows.
+//! - **Delivery workers** run [`Deliverer::deliver_next`] in a loop: take the next due delivery
+//!   (claimed with a lease, a batch of up to one per worker at a time; in event order per
+//!   webhook, under a per-webhook limit), sign it (Standard Webhooks), POST it through the
+//!   address guard, record the attempt and schedule what follows.
 //! - [`WebhookService`] is what the API calls: webhooks within one organization, their
 //!   deliveries, `:test`, `:replay`, `:retry`, `:rotateSecret`.
 

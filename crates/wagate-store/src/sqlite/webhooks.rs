@@ -11,7 +11,7 @@ use wagate_core::{
 use super::{SqliteStore, events};
 use crate::rows::{AttemptRow, DeliveryRow, EventRow, WebhookRow, event_types_json};
 use crate::sql::{self, db_err};
-use crate::webhooks::{AttemptRecord, Claimed, FanOut, NextStep, ReplayWindow, WebhookUpdate, fan_out_targets, replay_batch, settle, with_attempts};
+use crate::webhooks::{AttemptRecord, Claimed, FanOut, NextStep, ReplayWindow, WebhookUpdate, fan_out_targets, replay_batch, settle, with_attempts, with_webhooks};
 use crate::{DeliveryRecord, DeliveryStore, EventStore as _, Page, PageRequest, Result, WebhookStore, page_size};
 
 const CLAIM: &str = concat!(
@@ -198,27 +198,39 @@ impl DeliveryStore for SqliteStore {
         Ok((event, delivery))
     }
 
-    async fn claim_delivery(&self, now: Timestamp, lease_until: Timestamp, per_webhook: u32) -> Result<Option<Claimed>> {
-        let row = {
-            let mut writer = self.writer().await;
-            sqlx::query_as::<_, DeliveryRow>(CLAIM)
+    async fn claim_deliveries(&self, now: Timestamp, lease_until: Timestamp, per_webhook: u32, limit: u32) -> Result<Vec<Claimed>> {
+        // In a write transaction, so the claims join the group commit of the attempts being
+        // recorded, and each claim's per-webhook count sees the ones before it.
+        let mut tx = self.begin_write().await?;
+        let mut claimed = Vec::new();
+        while claimed.len() < limit as usize {
+            let row = sqlx::query_as::<_, DeliveryRow>(CLAIM)
                 .bind(now)
                 .bind(lease_until)
                 .bind(i64::from(per_webhook))
-                .fetch_optional(&mut writer.conn)
+                .fetch_optional(tx.conn().await?)
                 .await
-                .map_err(db_err)?
-        };
-        let Some(delivery) = row.map(DeliveryRow::into_delivery).transpose()? else { return Ok(None) };
-        let webhook = sqlx::query_as::<_, WebhookRow>(sql::GET_WEBHOOK_UNSCOPED)
-            .bind(delivery.webhook.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?
-            .map(WebhookRow::into_webhook)
-            .transpose()?;
-        // A webhook deleted since the claim took its deliveries with it.
-        Ok(webhook.map(|webhook| Claimed { delivery, webhook }))
+                .map_err(db_err)?;
+            let Some(row) = row else { break };
+            claimed.push(row.into_delivery()?);
+        }
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        tx.commit().await?;
+        let mut webhooks: Vec<Webhook> = Vec::new();
+        for delivery in &claimed {
+            if webhooks.iter().any(|w| w.id == delivery.webhook) {
+                continue;
+            }
+            let webhook = sqlx::query_as::<_, WebhookRow>(sql::GET_WEBHOOK_UNSCOPED)
+                .bind(delivery.webhook.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+            webhooks.extend(webhook.map(WebhookRow::into_webhook).transpose()?);
+        }
+        Ok(with_webhooks(claimed, &webhooks))
     }
 
     async fn release_claims(&self) -> Result<u64> {

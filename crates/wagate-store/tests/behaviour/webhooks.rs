@@ -176,9 +176,15 @@ pub async fn claims_follow_event_order_under_a_per_webhook_limit(store: Arc<dyn 
     assert!(store.claim_delivery(now - Duration::seconds(10), now, 2).await.unwrap().is_none(), "nothing due yet");
     assert!(store.next_delivery_due().await.unwrap().is_some_and(|due| due <= now));
 
-    // Two per webhook at a time, lowest position first.
-    let claimed = claim_all(store.as_ref(), now, 2).await;
-    assert_eq!(claimed.len(), 4);
+    // Two per webhook at a time, lowest position first; a batch counts its own claims, and
+    // stops at its limit.
+    let lease = now + Duration::seconds(60);
+    let mut claimed = store.claim_deliveries(now, lease, 2, 3).await.unwrap();
+    assert_eq!(claimed.len(), 3, "the batch's limit");
+    claimed.extend(store.claim_deliveries(now, lease, 2, 10).await.unwrap());
+    assert_eq!(claimed.len(), 4, "two per webhook, the batch's own included");
+    assert!(store.claim_deliveries(now, lease, 2, 10).await.unwrap().is_empty());
+    assert!(claimed.windows(2).all(|w| w[0].delivery.event_seq <= w[1].delivery.event_seq), "claimed in event order");
     for hook in [&a, &b] {
         let seqs: Vec<i64> = claimed.iter().filter(|c| c.webhook.id == hook.id).map(|c| c.delivery.event_seq).collect();
         assert_eq!(seqs.len(), 2);

@@ -36,11 +36,14 @@ impl Received {
     }
 }
 
+/// A scripted answer: its status, and an extra header.
+type Answer = (u16, Option<(&'static str, String)>);
+
 #[derive(Default)]
 struct Inner {
     received: Mutex<Vec<Received>>,
     /// Answers to give first, in turn (status, extra header).
-    script: Mutex<VecDeque<(u16, Option<(&'static str, String)>)>>,
+    script: Mutex<VecDeque<Answer>>,
     /// The answer once the script is spent.
     default_status: AtomicU16,
 }
