@@ -277,12 +277,13 @@ pub(crate) const SET_FANOUT_POSITION: &str = "UPDATE webhook_fanout SET position
 /// The due delivery to claim next, as a subquery (each backend adds how it locks the row):
 /// `$1` now, `$3` the most claimed deliveries per webhook. Among enabled webhooks under that
 /// limit, the lowest event position first: a webhook's deliveries start in event order.
+/// `$hint` names the index to walk, where the backend takes such a hint.
 macro_rules! next_claimable {
-    () => {
-        "SELECT d.id FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+    ($hint:literal) => {
+        concat!("SELECT d.id FROM deliveries d ", $hint, " JOIN webhooks w ON w.id = d.webhook_id \
          WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND (d.claimed_until IS NULL OR d.claimed_until <= $1) \
          AND w.enabled AND (SELECT COUNT(*) FROM deliveries c WHERE c.webhook_id = d.webhook_id \
-         AND c.status = 'pending' AND c.claimed_until > $1) < $3 ORDER BY d.event_seq LIMIT 1"
+         AND c.status = 'pending' AND c.claimed_until > $1) < $3 ORDER BY d.event_seq LIMIT 1")
     };
 }
 

@@ -17,7 +17,7 @@ use crate::{DeliveryRecord, DeliveryStore, EventStore as _, Page, PageRequest, R
 
 const CLAIM: &str = concat!(
     "UPDATE deliveries SET claimed_until = $2 WHERE id = (",
-    sql::next_claimable!(),
+    sql::next_claimable!(""),
     " FOR UPDATE OF d SKIP LOCKED) RETURNING ",
     sql::delivery_columns!()
 );

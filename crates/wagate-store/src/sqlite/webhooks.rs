@@ -16,7 +16,10 @@ use crate::{DeliveryRecord, DeliveryStore, EventStore as _, Page, PageRequest, R
 
 const CLAIM: &str = concat!(
     "UPDATE deliveries SET claimed_until = $2 WHERE id = (",
-    sql::next_claimable!(),
+    // The index in event order, named: SQLite's planner, which has no statistics here, would
+    // otherwise take `deliveries_next_due` for the `next_attempt_at <= $1` term and sort every
+    // due delivery for each claim (ten times slower with a backlog of 20,000).
+    sql::next_claimable!("INDEXED BY deliveries_due"),
     ") RETURNING ",
     sql::delivery_columns!()
 );
@@ -199,25 +202,27 @@ impl DeliveryStore for SqliteStore {
     }
 
     async fn claim_deliveries(&self, now: Timestamp, lease_until: Timestamp, per_webhook: u32, limit: u32) -> Result<Vec<Claimed>> {
-        // In a write transaction, so the claims join the group commit of the attempts being
-        // recorded, and each claim's per-webhook count sees the ones before it.
-        let mut tx = self.begin_write().await?;
+        // One statement per claim, each committing on its own, in one turn of the writer. (Not
+        // in a group-committed transaction: measured, a claim waiting for the commit of the
+        // attempts grouped with it held up every worker waiting for work, 40% fewer
+        // deliveries/s with 32 workers.)
         let mut claimed = Vec::new();
+        let mut writer = self.writer().await;
         while claimed.len() < limit as usize {
             let row = sqlx::query_as::<_, DeliveryRow>(CLAIM)
                 .bind(now)
                 .bind(lease_until)
                 .bind(i64::from(per_webhook))
-                .fetch_optional(tx.conn().await?)
+                .fetch_optional(&mut writer.conn)
                 .await
                 .map_err(db_err)?;
             let Some(row) = row else { break };
             claimed.push(row.into_delivery()?);
         }
+        drop(writer);
         if claimed.is_empty() {
             return Ok(Vec::new());
         }
-        tx.commit().await?;
         let mut webhooks: Vec<Webhook> = Vec::new();
         for delivery in &claimed {
             if webhooks.iter().any(|w| w.id == delivery.webhook) {
