@@ -474,7 +474,20 @@ impl Emulator {
         let mut inner = self.shared.lock();
         let sender = inner.locate_text(from).ok_or_else(|| EmulatorError::NotFound(format!("no account {from}")))?;
         let target = inner.locate_text(to).ok_or_else(|| EmulatorError::NotFound(format!("no account {to}")))?;
-        let id = inner.phone_send(sender, target, message, None)?;
+        let id = inner.phone_send(sender, target, message, false)?;
+        self.shared.save(&inner);
+        Ok(id)
+    }
+
+    /// Fault injection: like [`Emulator::phone_send_text`], but the copies for `to` arrive
+    /// corrupted. The companion cannot decrypt them and sends a retry receipt; the phone
+    /// answers it with a fresh session and the message again ([`ServerEvent::PhoneResent`]).
+    pub fn phone_send_text_garbled(&self, from: &str, to: &str, text: &str) -> Result<String, EmulatorError> {
+        let message = wa::Message { conversation: Some(text.to_owned()), ..Default::default() };
+        let mut inner = self.shared.lock();
+        let sender = inner.locate_text(from).ok_or_else(|| EmulatorError::NotFound(format!("no account {from}")))?;
+        let target = inner.locate_text(to).ok_or_else(|| EmulatorError::NotFound(format!("no account {to}")))?;
+        let id = inner.phone_send(sender, target, &message, true)?;
         self.shared.save(&inner);
         Ok(id)
     }

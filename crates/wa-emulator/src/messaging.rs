@@ -154,14 +154,16 @@ impl Inner {
 
     /// The phone of `from` encrypts `message` for every companion of `to` with keys, copies
     /// it to its own companions, and delivers both. Returns the message id.
+    /// With `garble`, the recipient's copies arrive corrupted (fault injection: the
+    /// companion cannot decrypt them and must ask again with a retry receipt).
     pub(crate) fn phone_send(
         &mut self,
         from: usize,
         to: usize,
         message: &wa::Message,
-        id: Option<String>,
+        garble: bool,
     ) -> Result<String, EmulatorError> {
-        let id = id.unwrap_or_else(message_id);
+        let id = message_id();
         let now = unix_now();
         let chat = self.accounts[to].jid();
         let mut targets: Vec<(usize, u32, wa::Message)> = Vec::new();
@@ -176,7 +178,14 @@ impl Inner {
         let mut delivered = 0;
         for (account, device, content) in targets {
             let node = match self.phone_encrypt(from, account, device, &content) {
-                Ok((kind, data)) => {
+                Ok((kind, mut data)) => {
+                    if garble && account == to {
+                        // The MAC ends both message kinds: the envelope still parses, and
+                        // the decryption fails as it does on a real broken session.
+                        if let Some(last) = data.last_mut() {
+                            *last ^= 0x5a;
+                        }
+                    }
                     let mut b = NodeBuilder::new("message")
                         .attr("from", Jid::pn(self.accounts[from].phone.as_str()))
                         .attr("id", id.clone())

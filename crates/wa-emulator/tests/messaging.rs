@@ -123,6 +123,10 @@ impl Companion {
 }
 
 async fn emulator() -> Emulator {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     Emulator::start(EmulatorConfig::default()).await.unwrap()
 }
 
@@ -267,4 +271,28 @@ async fn messages_for_an_offline_client_wait_in_its_queue() {
         .await;
     assert!(offline, "delivered from the offline queue");
     ada.receipt(&sent.message_id, ReceiptType::Delivered).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_client_cannot_decrypt_is_sent_again_after_its_retry_receipt() {
+    let emulator = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    emulator.create_account(AccountSpec { phone: Some("15550100502".into()), ..Default::default() }).unwrap();
+    let ada = Companion::paired(&emulator, dir.path(), "15550100501", "Ada").await;
+
+    let id = emulator.phone_send_text_garbled("15550100502", "15550100501", "second try").unwrap();
+    ada.wait("UndecryptableMessage", |e| match e {
+        Event::UndecryptableMessage(u) if u.info.id == id => Some(()),
+        _ => None,
+    })
+    .await;
+    emulator
+        .wait_for_event(PATIENCE, |e| matches!(e, ServerEvent::PhoneResent { phone, id: i } if phone == "15550100502" && *i == id))
+        .await
+        .expect("the phone honours the retry receipt");
+    assert_eq!(ada.received_text(&id).await.0, "second try");
+
+    // The session the retry built carries on.
+    let next = emulator.phone_send_text("15550100502", "15550100501", "and on").unwrap();
+    assert_eq!(ada.received_text(&next).await.0, "and on");
 }
