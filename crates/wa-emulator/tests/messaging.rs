@@ -296,3 +296,118 @@ async fn a_message_the_client_cannot_decrypt_is_sent_again_after_its_retry_recei
     let next = emulator.phone_send_text("15550100502", "15550100501", "and on").unwrap();
     assert_eq!(ada.received_text(&next).await.0, "and on");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_subscriptions_follow_the_phone() {
+    let emulator = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    emulator.create_account(AccountSpec { phone: Some("15550100602".into()), ..Default::default() }).unwrap();
+    let ada = Companion::paired(&emulator, dir.path(), "15550100601", "Ada").await;
+
+    ada.client.presence().subscribe(Jid::pn("15550100602")).await.expect("subscribed");
+    ada.wait("the current presence", |e| match e {
+        Event::Presence(p) if p.from.user == "15550100602" && p.unavailable => Some(()),
+        _ => None,
+    })
+    .await;
+    emulator.phone_set_presence("15550100602", true).unwrap();
+    ada.wait("online", |e| match e {
+        Event::Presence(p) if p.from.user == "15550100602" && !p.unavailable => Some(()),
+        _ => None,
+    })
+    .await;
+}
+
+/// The phones' Signal sessions, the companions' uploaded keys and the devices survive an
+/// emulator restart on the same data directory: the conversation carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversations_survive_an_emulator_restart() {
+    let (data, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config = EmulatorConfig { data_dir: Some(data.path().to_owned()), ..Default::default() };
+    let first = Emulator::start(config.clone()).await.unwrap();
+    let addr = first.addr();
+    first.create_account(AccountSpec { phone: Some("15550100702".into()), ..Default::default() }).unwrap();
+    let ada = Companion::paired(&first, dir.path(), "15550100701", "Ada").await;
+    let hello = first.phone_send_text("15550100702", "15550100701", "before").unwrap();
+    assert_eq!(ada.received_text(&hello).await.0, "before");
+    let sent = ada.client.send_text(Jid::pn("15550100702"), "before too").await.unwrap();
+    first.wait_for_phone_message("15550100702", PATIENCE, |m| m.id == sent.message_id).await.unwrap();
+    let keys_left = first.prekey_count("15550100701:1@s.whatsapp.net").unwrap();
+    drop(first);
+
+    // The same address, so the client finds it again; binding polls until the old
+    // listener is gone.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let second = loop {
+        match Emulator::start(EmulatorConfig { bind: addr, ..config.clone() }).await {
+            Ok(e) => break e,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::task::yield_now().await;
+            }
+            Err(e) => panic!("cannot listen on {addr} again: {e}"),
+        }
+    };
+    assert_eq!(second.prekey_count("15550100701:1@s.whatsapp.net"), Some(keys_left));
+    second
+        .wait_for_event(PATIENCE, |e| matches!(e, ServerEvent::LoggedIn { jid, .. } if jid == "15550100701:1@s.whatsapp.net"))
+        .await
+        .expect("the client logs in again");
+    let after = second.phone_send_text("15550100702", "15550100701", "after").unwrap();
+    assert_eq!(ada.received_text(&after).await.0, "after");
+    let reply = ada.client.send_text(Jid::pn("15550100702"), "after too").await.unwrap();
+    let got = second.wait_for_phone_message("15550100702", PATIENCE, |m| m.id == reply.message_id).await.unwrap();
+    assert_eq!(got.text.as_deref(), Some("after too"));
+    assert!(second.phone_messages("15550100702").iter().any(|m| m.id == sent.message_id), "the inbox persisted");
+    assert!(
+        !second.events().iter().any(|e| matches!(e, ServerEvent::PhoneUndecryptable { .. })),
+        "{:?}",
+        second.events()
+    );
+}
+
+/// The HTTP control surface drives a phone like the Rust API does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_control_surface_sends_and_reads_for_a_phone() {
+    use tower::ServiceExt as _;
+    let emulator = Arc::new(emulator().await);
+    let dir = tempfile::tempdir().unwrap();
+    emulator.create_account(AccountSpec { phone: Some("15550100802".into()), ..Default::default() }).unwrap();
+    let ada = Companion::paired(&emulator, dir.path(), "15550100801", "Ada").await;
+    let router = wa_emulator::control::router(emulator.clone());
+    let call = |method: &str, uri: &str, body: Option<serde_json::Value>| {
+        let request = axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body.map(|b| b.to_string()).unwrap_or_default()))
+            .unwrap();
+        let router = router.clone();
+        async move {
+            let response = router.oneshot(request).await.unwrap();
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+            (status.as_u16(), serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_default())
+        }
+    };
+
+    let (status, body) =
+        call("POST", "/phones/15550100802/send", Some(serde_json::json!({"to": "15550100801", "text": "over http"}))).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    assert_eq!(ada.received_text(&id).await.0, "over http");
+
+    let sent = ada.client.send_text(Jid::pn("15550100802"), "answer").await.unwrap();
+    emulator.wait_for_phone_message("15550100802", PATIENCE, |m| m.id == sent.message_id).await.unwrap();
+    let (status, body) = call("GET", "/phones/15550100802/messages", None).await;
+    assert_eq!(status, 200);
+    let texts: Vec<&str> = body.as_array().unwrap().iter().filter_map(|m| m["text"].as_str()).collect();
+    assert!(texts.contains(&"answer"), "{body}");
+
+    let (status, _) =
+        call("POST", "/phones/15550100802/read", Some(serde_json::json!({"ids": [sent.message_id.clone()]}))).await;
+    assert_eq!(status, 204);
+    ada.receipt(&sent.message_id, ReceiptType::Read).await;
+    let (status, _) = call("GET", "/phones/15550109999/messages", None).await;
+    assert_eq!(status, 404);
+}
