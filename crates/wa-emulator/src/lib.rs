@@ -891,14 +891,43 @@ impl Shared {
                 }
             }
             ("w:sync:app:state", "sync") => {
-                // Nothing to sync: every requested collection exists, empty, at version 0.
+                // Every requested collection exists. The phone's only data is the push name
+                // in `critical_block`, once it has shared its key with the companion; the
+                // rest is empty.
+                let push_name = {
+                    let inner = self.lock();
+                    inner.conn_device(conn).and_then(|(a, d)| {
+                        let account = &inner.accounts[a];
+                        let shared = account.companions.get(&d).is_some_and(|c| c.key_shared);
+                        shared.then(|| (account.app_state_key.clone(), account.push_name.clone()))
+                    })
+                };
                 let collections = child
                     .and_then(|c| c.children())
                     .unwrap_or_default()
                     .iter()
                     .filter(|c| c.tag == "collection")
-                    .filter_map(|c| c.attrs.get("name").map(|n| n.as_str().into_owned()))
-                    .map(|name| NodeBuilder::new("collection").attr("name", name).attr("version", "0").build());
+                    .filter_map(|c| {
+                        let name = c.attrs.get("name").map(|n| n.as_str().into_owned())?;
+                        let version = c.attrs.get("version").and_then(|v| v.as_str().parse::<u64>().ok()).unwrap_or(0);
+                        Some((name, version))
+                    })
+                    .map(|(name, version)| {
+                        let patch = match (&push_name, name.as_str(), version) {
+                            (Some((key, push_name)), "critical_block", 0) => messaging::push_name_patch(key, push_name),
+                            _ => None,
+                        };
+                        match patch {
+                            Some(patch) => NodeBuilder::new("collection")
+                                .attr("name", name)
+                                .attr("version", "1")
+                                .children([NodeBuilder::new("patches")
+                                    .children([NodeBuilder::new("patch").bytes(patch).build()])
+                                    .build()])
+                                .build(),
+                            None => NodeBuilder::new("collection").attr("name", name).attr("version", version.to_string()).build(),
+                        }
+                    });
                 let sync = NodeBuilder::new("sync").children(collections).build();
                 self.send(conn, Outbound::Node(iq_result(id, Some(sync))));
             }

@@ -1147,6 +1147,51 @@ impl Shared {
     }
 }
 
+/// The phone's `critical_block` app-state patch for a companion's first sync: version 1,
+/// one SET of `setting_pushName`, encrypted and MACed with the key the phone shared (the
+/// key's first 6 bytes are its id). That is how a companion of a personal account learns
+/// its push name.
+pub(crate) fn push_name_patch(key: &[u8], push_name: &str) -> Option<Vec<u8>> {
+    use whatsapp_rust::wacore::appstate::hash::{HashState, generate_patch_mac};
+    use whatsapp_rust::wacore::appstate::{encode_record, expand_app_state_keys};
+    const COLLECTION: &str = "critical_block";
+    if key.len() != 38 {
+        return None;
+    }
+    let (key_id, key_data) = key.split_at(6);
+    let keys = expand_app_state_keys(key_data);
+    let value = wa::SyncActionValue {
+        timestamp: Some(i64::try_from(unix_now() * 1000).unwrap_or_default()),
+        push_name_setting: MessageField::some(wa::sync_action_value::PushNameSetting { name: Some(push_name.to_owned()) }),
+        ..Default::default()
+    };
+    let mut iv = [0u8; 16];
+    rand::rng().fill(&mut iv);
+    let (mutation, _) = encode_record(
+        wa::syncd_mutation::SyncdOperation::SET,
+        br#"["setting_pushName"]"#,
+        &value,
+        &keys,
+        key_id,
+        &iv,
+        1,
+    );
+    let mut state = HashState::default();
+    if let Some(record) = mutation.record.as_option() {
+        state.update_hash_from_records(std::slice::from_ref(record));
+    }
+    state.version = 1;
+    let mut patch = wa::SyncdPatch {
+        version: MessageField::some(wa::SyncdVersion { version: Some(1) }),
+        mutations: vec![mutation],
+        snapshot_mac: Some(state.generate_snapshot_mac(COLLECTION, &keys.snapshot_mac)),
+        key_id: MessageField::some(wa::KeyId { id: Some(key_id.to_vec()) }),
+        ..Default::default()
+    };
+    patch.patch_mac = Some(generate_patch_mac(&patch, COLLECTION, &keys.patch_mac, 1));
+    Some(patch.encode_to_vec())
+}
+
 fn presence_node(from: &Jid, available: bool) -> Node {
     let mut b = NodeBuilder::new("presence").attr("from", from.clone());
     if !available {

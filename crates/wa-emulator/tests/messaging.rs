@@ -411,3 +411,37 @@ async fn the_http_control_surface_sends_and_reads_for_a_phone() {
     let (status, _) = call("GET", "/phones/15550109999/messages", None).await;
     assert_eq!(status, 404);
 }
+
+/// A personal account's companion gets no `<biz name>` at pairing; it learns its push name
+/// as WhatsApp Web does, from the phone's `critical_block` app state, decrypted with the
+/// key the phone shared; a business account's companion gets it at pairing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_push_name_comes_by_app_state_and_biz_name_only_for_business() {
+    let emulator = emulator().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ada = Companion::paired(&emulator, dir_a.path(), "15550100901", "Ada").await;
+    ada.wait("the push name from app state", |e| match e {
+        Event::SelfPushNameUpdated(u) if u.from_server && u.new_name == "Ada" => Some(()),
+        _ => None,
+    })
+    .await;
+    assert!(
+        !ada.events.lock().unwrap().iter().any(|e| matches!(&**e, Event::PairSuccess(p) if !p.business_name.is_empty())),
+        "no business name for a personal account"
+    );
+
+    let shop = Companion::start(&emulator, dir_b.path()).await;
+    let qr = shop
+        .wait("a QR code", |e| match e {
+            Event::PairingQrCode(q) => Some(q.code.clone()),
+            _ => None,
+        })
+        .await;
+    let spec = AccountSpec { phone: Some("15550100902".into()), push_name: Some("Shop".into()), platform: Some("smba".into()) };
+    emulator.scan_qr(&qr, spec).await.expect("paired");
+    shop.wait("the business name at pairing", |e| match e {
+        Event::PairSuccess(p) if p.business_name == "Shop" => Some(()),
+        _ => None,
+    })
+    .await;
+}
