@@ -26,6 +26,9 @@ use crate::{EmulatorError, Inner, SERVER, ServerEvent, Shared, iq_error, iq_resu
 const KEEP_SENT: usize = 500;
 /// Received messages and receipts a phone keeps.
 const KEEP_INBOX: usize = 10_000;
+/// Below this many one-time prekeys a companion is told to upload more (the client's own
+/// minimum).
+const LOW_PREKEYS: usize = 5;
 
 /// The content of `node` as bytes.
 pub(crate) fn bytes_of(node: &Node) -> Option<&[u8]> {
@@ -250,7 +253,28 @@ impl Inner {
             .and_then(|c| c.keys.as_mut())
             .with_context(|| format!("device {device} of {phone} uploaded no keys"))?;
         let one_time = keys.prekeys.pop_first();
-        bundle_from_upload(keys, device, one_time)
+        let bundle = bundle_from_upload(keys, device, one_time);
+        self.check_prekeys_low(account, device);
+        bundle
+    }
+
+    /// `<notification type="encrypt"><count value=N/>` once a companion's one-time prekeys
+    /// run low; it answers with an upload.
+    fn check_prekeys_low(&mut self, account: usize, device: u32) {
+        let Some(companion) = self.accounts[account].companions.get_mut(&device) else { return };
+        let left = companion.keys.as_ref().map_or(0, |k| k.prekeys.len());
+        if left >= LOW_PREKEYS || companion.low_notified || companion.keys.is_none() {
+            return;
+        }
+        companion.low_notified = true;
+        let node = NodeBuilder::new("notification")
+            .attr("from", SERVER)
+            .attr("type", "encrypt")
+            .attr("id", message_id())
+            .attr("t", unix_now().to_string())
+            .children([NodeBuilder::new("count").attr("value", left.to_string()).build()])
+            .build();
+        self.deliver(account, device, node);
     }
 
     /// The phone of `account` decrypts an `<enc>` one of the companions of `sender` sent it.
@@ -505,6 +529,7 @@ impl Shared {
         let first = self.with_device(conn, |inner, a, d| {
             let companion = inner.accounts[a].companions.entry(d).or_default();
             let first = companion.keys.is_none();
+            companion.low_notified = false;
             match &mut companion.keys {
                 // A top-up (same identity): new one-time keys join the unserved ones.
                 Some(old) if old.identity == keys.identity && old.registration_id == keys.registration_id => {
@@ -592,7 +617,7 @@ impl Shared {
                 },
                 Some((a, d)) => {
                     let companion = inner.accounts[a].companions.get_mut(&d);
-                    match companion.and_then(|c| c.keys.as_mut().map(|k| (k, &c.device_identity))) {
+                    let node = match companion.and_then(|c| c.keys.as_mut().map(|k| (k, &c.device_identity))) {
                         Some((keys, device_identity)) => {
                             let one = keys.prekeys.pop_first().map(|(id, v)| key_node(id, &v));
                             bundle_user_node(
@@ -605,7 +630,9 @@ impl Shared {
                             )
                         }
                         None => error_user(&raw, 404, "item-not-found"),
-                    }
+                    };
+                    inner.check_prekeys_low(a, d);
+                    node
                 }
                 None => error_user(&raw, 406, "not-acceptable"),
             };
@@ -1378,6 +1405,14 @@ mod tests {
         }
         let last = f.parse(&PreKeyFetchSpec::new(vec![pn.clone()]));
         assert_eq!(last.bundles.get(&pn).unwrap().pre_key_id().unwrap(), None);
+        // Running low was announced once, as the client's prekey-low handler expects.
+        let low: Vec<&Node> = f
+            .other
+            .iter()
+            .filter(|n| n.tag == "notification" && attr(n, "type").as_deref() == Some("encrypt"))
+            .collect();
+        assert_eq!(low.len(), 1, "{:?}", f.other);
+        assert_eq!(low[0].get_optional_child("count").and_then(|c| attr(c, "value")).as_deref(), Some("4"));
         assert_eq!(f.parse(&PreKeyCountSpec::new()).count, 0);
 
         // A top-up adds keys; a bundle whose signed prekey is not signed by its identity is refused.

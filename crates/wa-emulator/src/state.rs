@@ -120,6 +120,9 @@ pub(crate) struct CompanionState {
     /// Whether the phone has shared the app-state key with it.
     #[serde(default)]
     pub key_shared: bool,
+    /// Whether it was told its one-time prekeys run low (until it uploads more).
+    #[serde(default)]
+    pub low_notified: bool,
 }
 
 /// A companion's prekey upload: its bundle, with the one-time keys not yet handed out.
