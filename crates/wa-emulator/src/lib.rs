@@ -2,6 +2,13 @@
 //!
 //! The real `whatsapp-rust` client pairs with it (QR or pairing code), logs in, stays
 //! connected, and is logged out, unlinked, replaced, refused or dropped by it on request.
+//!
+//! After login it answers what WhatsApp answers (prekey upload, count, digest and fetch,
+//! usync, props, blocklist, privacy, app state) and routes end-to-end encrypted messages:
+//! each emulated phone is a Signal peer with a persisted identity and sessions, so a test
+//! can make a phone send a text ([`Emulator::phone_send_text`]) and read, decrypted, what a
+//! companion sent it ([`Emulator::phone_messages`]); two companions on two accounts message
+//! each other; receipts, presence, typing, retries and an offline queue work as on WhatsApp.
 //! Tests start it in-process on port 0 ([`Emulator::start`]); the `wa-emulator` binary serves
 //! it with an HTTP control surface ([`control::router`]) for demos.
 //!
