@@ -11,6 +11,12 @@
 //! | `POST /drop` `{jid?}` | drop connections (all without `jid`) |
 //! | `POST /refuse-logins` `{reason}` | answer logins `<failure reason=…>` (`null` accepts again) |
 //! | `GET /events` | what happened, in order |
+//! | `POST /phones/{phone}/send` `{to, text}` | the phone sends a text (`{id}` back) |
+//! | `GET /phones/{phone}/messages` | what the phone received, decrypted |
+//! | `GET /phones/{phone}/receipts` | receipts for what the phone sent |
+//! | `POST /phones/{phone}/read` `{ids}` | the phone reads messages it received |
+//! | `POST /phones/{phone}/presence` `{available}` | the phone goes online or offline |
+//! | `POST /phones/{phone}/typing` `{to, state}` | `composing`, `recording` or `paused` |
 
 use std::sync::Arc;
 
@@ -36,6 +42,12 @@ pub fn router(emulator: Arc<Emulator>) -> Router {
         .route("/drop", post(drop_connections))
         .route("/refuse-logins", post(refuse_logins))
         .route("/events", get(events))
+        .route("/phones/{phone}/send", post(phone_send))
+        .route("/phones/{phone}/messages", get(phone_messages))
+        .route("/phones/{phone}/receipts", get(phone_receipts))
+        .route("/phones/{phone}/read", post(phone_read))
+        .route("/phones/{phone}/presence", post(phone_presence))
+        .route("/phones/{phone}/typing", post(phone_typing))
         .with_state(emulator)
 }
 
@@ -123,4 +135,57 @@ async fn refuse_logins(State(e): Emu, Json(body): Json<Refuse>) -> impl IntoResp
 
 async fn events(State(e): Emu) -> impl IntoResponse {
     Json(e.events())
+}
+
+#[derive(Deserialize)]
+struct PhoneSend {
+    to: String,
+    text: String,
+}
+
+async fn phone_send(State(e): Emu, Path(phone): Path<String>, Json(body): Json<PhoneSend>) -> Result<impl IntoResponse, EmulatorError> {
+    let id = e.phone_send_text(&phone, &body.to, &body.text)?;
+    Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
+}
+
+async fn phone_messages(State(e): Emu, Path(phone): Path<String>) -> Result<impl IntoResponse, EmulatorError> {
+    e.account(&phone).ok_or_else(|| EmulatorError::NotFound(format!("no account {phone}")))?;
+    Ok(Json(e.phone_messages(&phone)))
+}
+
+async fn phone_receipts(State(e): Emu, Path(phone): Path<String>) -> Result<impl IntoResponse, EmulatorError> {
+    e.account(&phone).ok_or_else(|| EmulatorError::NotFound(format!("no account {phone}")))?;
+    Ok(Json(e.phone_receipts(&phone)))
+}
+
+#[derive(Deserialize)]
+struct PhoneRead {
+    ids: Vec<String>,
+}
+
+async fn phone_read(State(e): Emu, Path(phone): Path<String>, Json(body): Json<PhoneRead>) -> Result<impl IntoResponse, EmulatorError> {
+    let ids: Vec<&str> = body.ids.iter().map(String::as_str).collect();
+    e.phone_mark_read(&phone, &ids)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct PhonePresence {
+    available: bool,
+}
+
+async fn phone_presence(State(e): Emu, Path(phone): Path<String>, Json(body): Json<PhonePresence>) -> Result<impl IntoResponse, EmulatorError> {
+    e.phone_set_presence(&phone, body.available)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct PhoneTyping {
+    to: String,
+    state: String,
+}
+
+async fn phone_typing(State(e): Emu, Path(phone): Path<String>, Json(body): Json<PhoneTyping>) -> Result<impl IntoResponse, EmulatorError> {
+    e.phone_typing(&phone, &body.to, &body.state)?;
+    Ok(StatusCode::NO_CONTENT)
 }

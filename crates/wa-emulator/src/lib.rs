@@ -2,6 +2,13 @@
 //!
 //! The real `whatsapp-rust` client pairs with it (QR or pairing code), logs in, stays
 //! connected, and is logged out, unlinked, replaced, refused or dropped by it on request.
+//!
+//! After login it answers what WhatsApp answers (prekey upload, count, digest and fetch,
+//! usync, props, blocklist, privacy, app state) and routes end-to-end encrypted messages:
+//! each emulated phone is a Signal peer with a persisted identity and sessions, so a test
+//! can make a phone send a text ([`Emulator::phone_send_text`]) and read, decrypted, what a
+//! companion sent it ([`Emulator::phone_messages`]); two companions on two accounts message
+//! each other; receipts, presence, typing, retries and an offline queue work as on WhatsApp.
 //! Tests start it in-process on port 0 ([`Emulator::start`]); the `wa-emulator` binary serves
 //! it with an HTTP control surface ([`control::router`]) for demos.
 //!
@@ -10,12 +17,14 @@
 //! Protocol facts: `docs/WHATSAPP-EMULATOR.md`.
 
 pub mod control;
+mod messaging;
 pub mod noise;
 pub mod phone;
 mod server;
+mod signal;
 mod state;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,7 +42,7 @@ use whatsapp_rust::wacore_binary::{Jid, Node, NodeContent};
 use whatsapp_rust::waproto::whatsapp as wa;
 
 pub use noise::Pattern;
-pub use state::{Account, AccountSpec, Device};
+pub use state::{Account, AccountSpec, Device, PhoneMessage, PhoneReceipt};
 
 use noise::ServerIdentity;
 use phone::{CompanionHello, PrimaryHello};
@@ -116,6 +125,27 @@ pub enum ServerEvent {
     Dropped { conn: u64, jid: Option<String> },
     #[serde(rename_all = "camelCase")]
     Disconnected { conn: u64, jid: Option<String> },
+    /// A companion uploaded `count` one-time prekeys (with its bundle).
+    #[serde(rename_all = "camelCase")]
+    PrekeysUploaded { jid: String, count: usize },
+    /// A companion's message went to `devices` recipient devices.
+    #[serde(rename_all = "camelCase")]
+    MessageRouted { id: String, from: String, to: String, devices: usize },
+    /// An emulated phone decrypted a message (see [`Emulator::phone_messages`]).
+    #[serde(rename_all = "camelCase")]
+    PhoneReceived { phone: String, id: String, from: String },
+    /// An emulated phone could not decrypt a message.
+    #[serde(rename_all = "camelCase")]
+    PhoneUndecryptable { phone: String, id: String, from: String, error: String },
+    /// A receipt went from a companion to the sender's account `to`.
+    #[serde(rename_all = "camelCase")]
+    ReceiptRouted { id: String, from: String, to: String, kind: String },
+    /// An emulated phone sent a message again after a retry receipt.
+    #[serde(rename_all = "camelCase")]
+    PhoneResent { phone: String, id: String },
+    /// A companion of `from` is typing (or stopped) in the chat with `phone`.
+    #[serde(rename_all = "camelCase")]
+    ChatState { phone: String, from: String, state: String },
 }
 
 /// A companion connected without credentials, waiting to be paired.
@@ -166,6 +196,8 @@ impl Emulator {
                 pending: HashMap::new(),
                 refuse: None,
                 events: Vec::new(),
+                presence: HashMap::new(),
+                subscriptions: HashMap::new(),
             }),
             changed: Notify::new(),
             next_id: AtomicU64::new(1),
@@ -435,6 +467,162 @@ impl Emulator {
 
     /// Stops listening and drops every connection.
     pub fn shutdown(self) {}
+
+    /// The phone of account `from` sends `text` to `to` (a phone number, or the PN or LID
+    /// JID of an emulator account): Signal-encrypted for each of `to`'s companions, and copied
+    /// to `from`'s own companions. Returns the message id.
+    pub fn phone_send_text(&self, from: &str, to: &str, text: &str) -> Result<String, EmulatorError> {
+        let message = wa::Message { conversation: Some(text.to_owned()), ..Default::default() };
+        self.phone_send(from, to, &message)
+    }
+
+    /// Like [`Emulator::phone_send_text`], for any `Message`.
+    pub fn phone_send(&self, from: &str, to: &str, message: &wa::Message) -> Result<String, EmulatorError> {
+        let mut inner = self.shared.lock();
+        let sender = inner.locate_text(from).ok_or_else(|| EmulatorError::NotFound(format!("no account {from}")))?;
+        let target = inner.locate_text(to).ok_or_else(|| EmulatorError::NotFound(format!("no account {to}")))?;
+        let id = inner.phone_send(sender, target, message, false)?;
+        self.shared.save(&inner);
+        Ok(id)
+    }
+
+    /// Fault injection: like [`Emulator::phone_send_text`], but the copies for `to` arrive
+    /// corrupted. The companion cannot decrypt them and sends a retry receipt; the phone
+    /// answers it with a fresh session and the message again ([`ServerEvent::PhoneResent`]).
+    pub fn phone_send_text_garbled(&self, from: &str, to: &str, text: &str) -> Result<String, EmulatorError> {
+        let message = wa::Message { conversation: Some(text.to_owned()), ..Default::default() };
+        let mut inner = self.shared.lock();
+        let sender = inner.locate_text(from).ok_or_else(|| EmulatorError::NotFound(format!("no account {from}")))?;
+        let target = inner.locate_text(to).ok_or_else(|| EmulatorError::NotFound(format!("no account {to}")))?;
+        let id = inner.phone_send(sender, target, &message, true)?;
+        self.shared.save(&inner);
+        Ok(id)
+    }
+
+    /// What the phone of `phone` received, decrypted, oldest first.
+    pub fn phone_messages(&self, phone: &str) -> Vec<PhoneMessage> {
+        let inner = self.shared.lock();
+        inner.locate_text(phone).map(|a| inner.accounts[a].inbox.clone()).unwrap_or_default()
+    }
+
+    /// Receipts for what the phone of `phone` sent, oldest first.
+    pub fn phone_receipts(&self, phone: &str) -> Vec<PhoneReceipt> {
+        let inner = self.shared.lock();
+        inner.locate_text(phone).map(|a| inner.accounts[a].receipts.clone()).unwrap_or_default()
+    }
+
+    /// Waits until the phone of `phone` has received a message matching `pred`.
+    pub async fn wait_for_phone_message(
+        &self,
+        phone: &str,
+        timeout: Duration,
+        pred: impl Fn(&PhoneMessage) -> bool,
+    ) -> Result<PhoneMessage, EmulatorError> {
+        self.wait_until(timeout, "no such message for the phone", || {
+            self.phone_messages(phone).into_iter().find(|m| pred(m))
+        })
+        .await
+    }
+
+    /// Waits until the phone of `phone` has a receipt matching `pred`.
+    pub async fn wait_for_phone_receipt(
+        &self,
+        phone: &str,
+        timeout: Duration,
+        pred: impl Fn(&PhoneReceipt) -> bool,
+    ) -> Result<PhoneReceipt, EmulatorError> {
+        self.wait_until(timeout, "no such receipt for the phone", || {
+            self.phone_receipts(phone).into_iter().find(|r| pred(r))
+        })
+        .await
+    }
+
+    async fn wait_until<T>(&self, timeout: Duration, what: &str, check: impl Fn() -> Option<T>) -> Result<T, EmulatorError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.shared.changed.notified();
+            if let Some(found) = check() {
+                return Ok(found);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return check().ok_or_else(|| EmulatorError::Timeout(format!("{what} within {timeout:?}")));
+            }
+        }
+    }
+
+    /// The phone of `phone` reads the messages `ids` it received: read receipts go to
+    /// their senders' companions.
+    pub fn phone_mark_read(&self, phone: &str, ids: &[&str]) -> Result<(), EmulatorError> {
+        let mut inner = self.shared.lock();
+        let reader = inner.locate_text(phone).ok_or_else(|| EmulatorError::NotFound(format!("no account {phone}")))?;
+        let messages: Vec<PhoneMessage> =
+            inner.accounts[reader].inbox.iter().filter(|m| !m.from_me && ids.contains(&m.id.as_str())).cloned().collect();
+        if messages.is_empty() {
+            return Err(EmulatorError::NotFound("the phone received none of these messages".into()));
+        }
+        let from = Jid::pn(inner.accounts[reader].phone.as_str());
+        for m in messages {
+            let Some(sender) = inner.locate_text(&m.from) else { continue };
+            let receipt = NodeBuilder::new("receipt")
+                .attr("from", from.clone())
+                .attr("id", m.id.clone())
+                .attr("type", "read")
+                .attr("t", unix_now().to_string())
+                .build();
+            for device in inner.accounts[sender].devices.iter().map(|d| d.device).collect::<Vec<_>>() {
+                inner.deliver(sender, device, receipt.clone());
+            }
+        }
+        self.shared.save(&inner);
+        Ok(())
+    }
+
+    /// The phone of `phone` goes online or offline: its presence subscribers are told.
+    pub fn phone_set_presence(&self, phone: &str, available: bool) -> Result<(), EmulatorError> {
+        let mut inner = self.shared.lock();
+        let a = inner.locate_text(phone).ok_or_else(|| EmulatorError::NotFound(format!("no account {phone}")))?;
+        let phone = inner.accounts[a].phone.clone();
+        inner.presence.insert(phone.clone(), available);
+        let mut b = NodeBuilder::new("presence").attr("from", Jid::pn(phone.as_str()));
+        if !available {
+            b = b.attr("type", "unavailable").attr("last", unix_now().to_string());
+        }
+        let node = b.build();
+        for conn in inner.subscriptions.get(&phone).map(|s| s.iter().copied().collect::<Vec<_>>()).unwrap_or_default() {
+            inner.send(conn, Outbound::Node(node.clone()));
+        }
+        Ok(())
+    }
+
+    /// The phone of `phone` types (`composing`, `recording`) or stops (`paused`) in the chat
+    /// with `to`: `<chatstate>` to `to`'s companions.
+    pub fn phone_typing(&self, phone: &str, to: &str, state: &str) -> Result<(), EmulatorError> {
+        let inner = self.shared.lock();
+        let a = inner.locate_text(phone).ok_or_else(|| EmulatorError::NotFound(format!("no account {phone}")))?;
+        let b = inner.locate_text(to).ok_or_else(|| EmulatorError::NotFound(format!("no account {to}")))?;
+        let child = match state {
+            "composing" => NodeBuilder::new("composing").build(),
+            "recording" => NodeBuilder::new("composing").attr("media", "audio").build(),
+            "paused" => NodeBuilder::new("paused").build(),
+            other => return Err(EmulatorError::Invalid(format!("unknown chat state {other:?}"))),
+        };
+        let node = NodeBuilder::new("chatstate").attr("from", Jid::pn(inner.accounts[a].phone.as_str())).children([child]).build();
+        for device in inner.accounts[b].devices.iter().map(|d| d.device).collect::<Vec<_>>() {
+            let jid = Jid::pn_device(inner.accounts[b].phone.as_str(), device as u16).to_string();
+            for conn in inner.conns_of(&jid) {
+                inner.send(conn, Outbound::Node(node.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// One-time prekeys the server holds for a companion (`PHONE:D@s.whatsapp.net`), if it
+    /// uploaded any.
+    pub fn prekey_count(&self, device_jid: &str) -> Option<usize> {
+        let inner = self.shared.lock();
+        let (a, d) = device_jid.parse::<Jid>().ok().and_then(|j| inner.locate(&j))?;
+        inner.accounts[a].companions.get(&d)?.keys.as_ref().map(|k| k.prekeys.len())
+    }
 }
 
 pub(crate) struct Shared {
@@ -453,6 +641,10 @@ struct Inner {
     pending: HashMap<String, oneshot::Sender<Node>>,
     refuse: Option<u16>,
     events: Vec<ServerEvent>,
+    /// Whether each account (by phone) said it is available.
+    presence: HashMap<String, bool>,
+    /// Connections subscribed to an account's presence, by the account's phone.
+    subscriptions: HashMap<String, HashSet<u64>>,
 }
 
 struct Conn {
@@ -510,7 +702,9 @@ impl Inner {
     fn remove_device(&mut self, jid: &str) -> Result<Device, EmulatorError> {
         for account in &mut self.accounts {
             if let Some(i) = account.devices.iter().position(|d| d.jid == jid) {
-                return Ok(account.devices.remove(i));
+                let device = account.devices.remove(i);
+                account.companions.remove(&device.device);
+                return Ok(device);
             }
         }
         Err(EmulatorError::NotFound(format!("no linked device {jid}")))
@@ -668,9 +862,14 @@ impl Shared {
 
     /// A node from a connection. Never waits on the client (that would stall its reader).
     fn on_node(self: &Arc<Self>, conn: u64, node: Node) {
-        if node.tag != "iq" {
-            // Acks, receipts, presence: nothing to route yet.
-            return;
+        match node.tag.as_ref() {
+            "iq" => {}
+            "message" => return self.on_client_message(conn, &node),
+            "receipt" => return self.on_client_receipt(conn, &node),
+            "presence" => return self.on_client_presence(conn, &node),
+            "chatstate" => return self.on_client_chatstate(conn, &node),
+            // Acks of what we delivered, and anything else: nothing to do.
+            _ => return,
         }
         let mut attrs = node.attrs();
         let id = attrs.optional_string("id").map(|s| s.into_owned()).unwrap_or_default();
@@ -695,28 +894,49 @@ impl Shared {
             ("passive", tag) => {
                 self.send(conn, Outbound::Node(iq_result(id, None)));
                 if tag == "active" {
-                    let offline = NodeBuilder::new("ib")
-                        .attr("from", SERVER)
-                        .children([NodeBuilder::new("offline").attr("count", "0").build()])
-                        .build();
-                    self.send(conn, Outbound::Node(offline));
+                    self.drain_offline(conn);
                 }
             }
             ("w:sync:app:state", "sync") => {
-                // Nothing to sync: every requested collection exists, empty, at version 0.
+                // Every requested collection exists. The phone's only data is the push name
+                // in `critical_block`, once it has shared its key with the companion; the
+                // rest is empty.
+                let push_name = {
+                    let inner = self.lock();
+                    inner.conn_device(conn).and_then(|(a, d)| {
+                        let account = &inner.accounts[a];
+                        let shared = account.companions.get(&d).is_some_and(|c| c.key_shared);
+                        shared.then(|| (account.app_state_key.clone(), account.push_name.clone()))
+                    })
+                };
                 let collections = child
                     .and_then(|c| c.children())
                     .unwrap_or_default()
                     .iter()
                     .filter(|c| c.tag == "collection")
-                    .filter_map(|c| c.attrs.get("name").map(|n| n.as_str().into_owned()))
-                    .map(|name| NodeBuilder::new("collection").attr("name", name).attr("version", "0").build());
+                    .filter_map(|c| {
+                        let name = c.attrs.get("name").map(|n| n.as_str().into_owned())?;
+                        let version = c.attrs.get("version").and_then(|v| v.as_str().parse::<u64>().ok()).unwrap_or(0);
+                        Some((name, version))
+                    })
+                    .map(|(name, version)| {
+                        let patch = match (&push_name, name.as_str(), version) {
+                            (Some((key, push_name)), "critical_block", 0) => messaging::push_name_patch(key, push_name),
+                            _ => None,
+                        };
+                        match patch {
+                            Some(patch) => NodeBuilder::new("collection")
+                                .attr("name", name)
+                                .attr("version", "1")
+                                .children([NodeBuilder::new("patches")
+                                    .children([NodeBuilder::new("patch").bytes(patch).build()])
+                                    .build()])
+                                .build(),
+                            None => NodeBuilder::new("collection").attr("name", name).attr("version", version.to_string()).build(),
+                        }
+                    });
                 let sync = NodeBuilder::new("sync").children(collections).build();
                 self.send(conn, Outbound::Node(iq_result(id, Some(sync))));
-            }
-            ("encrypt", _) if node.attrs.get("type").is_some_and(|t| t.as_str() == "set") => {
-                // Prekey upload: accepted (held for the messaging emulation to come).
-                self.send(conn, Outbound::Node(iq_result(id, None)));
             }
             ("md", "remove-companion-device") => {
                 let child = child.expect("matched on its tag");
@@ -749,7 +969,10 @@ impl Shared {
                     _ => self.send(conn, Outbound::Node(iq_error(id, 400, "bad-request"))),
                 }
             }
-            _ => self.send(conn, Outbound::Node(iq_error(id, 501, "feature-not-implemented"))),
+            _ => match self.on_messaging_iq(conn, id, xmlns, node) {
+                Some(answer) => self.send(conn, Outbound::Node(answer)),
+                None => self.send(conn, Outbound::Node(iq_error(id, 501, "feature-not-implemented"))),
+            },
         }
     }
 
@@ -884,9 +1107,11 @@ impl Shared {
                 NodeBuilder::new("device").attr("jid", jid).attr("lid", lid).build(),
                 NodeBuilder::new("platform").attr("name", account.platform.clone()).build(),
             ];
-            // The only way a companion learns the push name at pairing without the phone's
-            // Signal-encrypted app-state keys; without it every login waits 10 s for them.
-            success.push(NodeBuilder::new("biz").attr("name", account.push_name.clone()).build());
+            // Business accounts only, as WhatsApp does; other companions learn the push name
+            // from the phone (app state), and the phone shares its app-state key at once.
+            if account.business {
+                success.push(NodeBuilder::new("biz").attr("name", account.push_name.clone()).build());
+            }
             let iq_id = self.next_id();
             let node = NodeBuilder::new("iq")
                 .attr("from", SERVER)
@@ -898,8 +1123,9 @@ impl Shared {
                 .build();
             let (answer_tx, answer_rx) = oneshot::channel();
             inner.pending.insert(iq_id.clone(), answer_tx);
-            (iq_id, node, device, answer_rx)
+            (iq_id, node, device, (answer_rx, key, key_index))
         };
+        let (answer, account_key, key_index) = answer;
         self.send(conn, Outbound::Node(node));
         let answer = match tokio::time::timeout(PAIR_ANSWER_TIMEOUT, answer).await {
             Ok(Ok(answer)) => answer,
@@ -921,10 +1147,27 @@ impl Shared {
                 .unwrap_or_else(|| "no pair-device-sign".into());
             return Err(EmulatorError::Rejected(format!("the companion refused the pair-success: {error}")));
         }
+        // The companion's own signature over its identity, checked as every peer will check it.
+        let signed = signed.expect("checked above");
+        let device_identity = messaging::bytes_of(signed).unwrap_or_default().to_vec();
+        let answered_index = signed.attrs.get("key-index").and_then(|k| k.as_str().parse::<u32>().ok());
+        if let Err(e) = phone::verify_device_signature(&device_identity, &companion_identity, &account_key, key_index)
+            .and_then(|()| {
+                anyhow::ensure!(answered_index == Some(key_index), "key-index {answered_index:?}, expected {key_index}");
+                Ok(())
+            })
+        {
+            self.send(conn, Outbound::CloseWith(stream_error(Some("401"), None)));
+            return Err(EmulatorError::Rejected(format!("the companion's pair-device-sign does not verify: {e:#}")));
+        }
         {
             let mut inner = self.lock();
             if let Some(account) = inner.accounts.iter_mut().find(|a| a.phone == phone_number) {
                 account.devices.push(device.clone());
+                account.companions.insert(
+                    device.device,
+                    state::CompanionState { key_index, device_identity, ..Default::default() },
+                );
             }
             if let Some(Conn { kind: ConnKind::Registering(r), .. }) = inner.conns.get_mut(&conn) {
                 // Paired: this connection's QR codes are spent.

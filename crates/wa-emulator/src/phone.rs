@@ -82,6 +82,33 @@ pub fn signed_device_identity(
     .encode_to_vec())
 }
 
+/// Checks the companion's `pair-device-sign` answer: an `ADVSignedDeviceIdentity` whose
+/// details the account signed (with the key index it was given) and which the companion
+/// signed with its own identity key over `[6,1] ‖ details ‖ its identity ‖ account key`.
+pub fn verify_device_signature(
+    signed: &[u8],
+    companion_identity: &[u8; 32],
+    account: &KeyPair,
+    key_index: u32,
+) -> anyhow::Result<()> {
+    use whatsapp_rust::wacore::adv::{AdvValidation, validate_adv_with_identity_key};
+    let account_pub: [u8; 32] =
+        account.public_key.public_key_bytes().try_into().map_err(|_| anyhow!("account key length"))?;
+    let identity = wa::ADVSignedDeviceIdentity::decode_from_slice(signed).context("not an ADVSignedDeviceIdentity")?;
+    if let Some(key) = identity.account_signature_key.as_deref().filter(|k| !k.is_empty()) {
+        ensure!(key == account_pub, "signed for another account key");
+    }
+    ensure!(identity.device_signature.as_deref().is_some_and(|s| s.len() == 64), "no device signature");
+    match validate_adv_with_identity_key(signed, companion_identity, Some(&account_pub)) {
+        AdvValidation::Valid => {}
+        other => anyhow::bail!("signatures do not verify ({other:?})"),
+    }
+    let details = wa::ADVDeviceIdentity::decode_from_slice(identity.details.as_deref().unwrap_or_default())
+        .context("ADVDeviceIdentity")?;
+    ensure!(details.key_index == Some(key_index), "key index {:?}, expected {key_index}", details.key_index);
+    Ok(())
+}
+
 /// The companion's `companion_hello`, kept until the user types the code on the phone.
 #[derive(Clone, Debug)]
 pub struct CompanionHello {
@@ -194,6 +221,28 @@ mod tests {
         let other_pub: [u8; 32] = other.public_key.public_key_bytes().try_into().unwrap();
         let wrong_device = signed_device_identity(&account, &other_pub, &[7; 32], 1, 3, 1_700_000_000).unwrap();
         assert_eq!(PairUtils::do_pair_crypto(&companion, &wrong_device).unwrap_err().text, "signature-mismatch");
+    }
+
+    /// What the client's own `do_pair_crypto` signs passes; a signature by another key, a
+    /// tampered detail or another key index does not.
+    #[test]
+    fn pair_device_sign_is_verified() {
+        let (account, companion) = (keypair(), DeviceState { identity_key: keypair(), noise_key: keypair(), adv_secret_key: [7; 32] });
+        let companion_pub: [u8; 32] = companion.identity_key.public_key.public_key_bytes().try_into().unwrap();
+        let identity = signed_device_identity(&account, &companion_pub, &[7; 32], 1, 3, 1_700_000_000).unwrap();
+        let (signed, key_index) = PairUtils::do_pair_crypto(&companion, &identity).expect("accepted");
+        verify_device_signature(&signed, &companion_pub, &account, key_index).expect("valid");
+        assert!(verify_device_signature(&signed, &companion_pub, &account, key_index + 1).is_err());
+        assert!(verify_device_signature(&signed, &companion_pub, &keypair(), key_index).is_err(), "another account");
+        let impostor: [u8; 32] = keypair().public_key.public_key_bytes().try_into().unwrap();
+        assert!(verify_device_signature(&signed, &impostor, &account, key_index).is_err(), "another identity");
+        let mut tampered = wa::ADVSignedDeviceIdentity::decode_from_slice(&signed).unwrap();
+        let mut sig = tampered.device_signature.clone().unwrap();
+        sig[10] ^= 1;
+        tampered.device_signature = Some(sig);
+        assert!(verify_device_signature(&tampered.encode_to_vec(), &companion_pub, &account, key_index).is_err());
+        tampered.device_signature = None;
+        assert!(verify_device_signature(&tampered.encode_to_vec(), &companion_pub, &account, key_index).is_err());
     }
 
     #[test]

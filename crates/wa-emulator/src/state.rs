@@ -1,5 +1,6 @@
 //! Accounts (simulated phones) and their linked companion devices, optionally persisted.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -9,6 +10,8 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use whatsapp_rust::wacore::libsignal::protocol::{KeyPair, PrivateKey};
 
+use crate::signal::PhoneSignal;
+
 /// What to create an account with; anything left out is generated.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -16,7 +19,9 @@ pub struct AccountSpec {
     /// Digits only, 8 to 15 of them.
     pub phone: Option<String>,
     pub push_name: Option<String>,
-    /// The primary's platform as the companion is told (`android`, `iphone`, `smba`, …).
+    /// The primary's platform as the companion is told (`android`, `iphone`, …). A WhatsApp
+    /// Business app (`smba`, `smbi`) makes a business account, whose companions learn the
+    /// business name at pairing (`<biz name>`).
     pub platform: Option<String>,
 }
 
@@ -31,6 +36,7 @@ pub struct Account {
     pub lid: String,
     pub push_name: String,
     pub platform: String,
+    pub business: bool,
     pub devices: Vec<Device>,
 }
 
@@ -72,6 +78,115 @@ pub(crate) struct AccountRecord {
     pub next_device: u32,
     pub next_key_index: u32,
     pub devices: Vec<Device>,
+    #[serde(default)]
+    pub business: bool,
+    /// The phone as a Signal peer (its identity is the account key).
+    #[serde(default)]
+    pub signal: PhoneSignal,
+    /// What the server keeps per companion device id: its ADV identity and uploaded keys.
+    #[serde(default)]
+    pub companions: BTreeMap<u32, CompanionState>,
+    #[serde(default)]
+    pub blocklist: Vec<String>,
+    #[serde(default)]
+    pub privacy: BTreeMap<String, String>,
+    /// Messages the phone received and decrypted, oldest first.
+    #[serde(default)]
+    pub inbox: Vec<PhoneMessage>,
+    /// Receipts for messages the phone sent.
+    #[serde(default)]
+    pub receipts: Vec<PhoneReceipt>,
+    /// What the phone sent, by id, for retry receipts (the latest few).
+    #[serde(default)]
+    pub sent: Vec<SentMessage>,
+    /// The app-state sync key the phone shares with its companions (id, key).
+    #[serde(default, with = "b64")]
+    pub app_state_key: Vec<u8>,
+}
+
+/// The server's record of one companion device.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CompanionState {
+    /// The ADV key index the phone gave it.
+    pub key_index: u32,
+    /// Its `ADVSignedDeviceIdentity` from pair-device-sign (served with its prekeys).
+    #[serde(with = "b64")]
+    pub device_identity: Vec<u8>,
+    pub keys: Option<UploadedKeys>,
+    /// Stanzas for it while it is offline, marshalled, oldest first.
+    #[serde(default, with = "b64_list")]
+    pub offline: Vec<Vec<u8>>,
+    /// Whether the phone has shared the app-state key with it.
+    #[serde(default)]
+    pub key_shared: bool,
+    /// Whether it was told its one-time prekeys run low (until it uploads more).
+    #[serde(default)]
+    pub low_notified: bool,
+}
+
+/// A companion's prekey upload: its bundle, with the one-time keys not yet handed out.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct UploadedKeys {
+    pub registration_id: u32,
+    #[serde(with = "b64")]
+    pub identity: Vec<u8>,
+    pub skey_id: u32,
+    #[serde(with = "b64")]
+    pub skey_pub: Vec<u8>,
+    #[serde(with = "b64")]
+    pub skey_sig: Vec<u8>,
+    #[serde(with = "b64_map")]
+    pub prekeys: BTreeMap<u32, Vec<u8>>,
+}
+
+/// A message an emulated phone received, decrypted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PhoneMessage {
+    pub id: String,
+    /// The sending device (`PHONE:D@s.whatsapp.net`).
+    pub from: String,
+    /// The chat: the other party, or for a copy of the phone's own companion's message,
+    /// the chat it was sent to.
+    pub chat: String,
+    /// Sent by one of this phone's own companions (a device-sent copy).
+    pub from_me: bool,
+    /// The text, when the message has one (conversation or extended text).
+    pub text: Option<String>,
+    pub timestamp: u64,
+    /// The decrypted `Message` protobuf.
+    #[serde(with = "b64")]
+    pub raw: Vec<u8>,
+}
+
+impl PhoneMessage {
+    pub fn message(&self) -> Option<whatsapp_rust::waproto::whatsapp::Message> {
+        use whatsapp_rust::buffa::Message as _;
+        whatsapp_rust::waproto::whatsapp::Message::decode_from_slice(&self.raw).ok()
+    }
+}
+
+/// A receipt for a message an emulated phone sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PhoneReceipt {
+    pub id: String,
+    /// The device that sent the receipt.
+    pub from: String,
+    /// `delivery`, `read`, `played`, …
+    pub kind: String,
+    pub timestamp: u64,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SentMessage {
+    pub id: String,
+    pub chat: String,
+    #[serde(with = "b64")]
+    pub raw: Vec<u8>,
 }
 
 impl AccountRecord {
@@ -105,6 +220,15 @@ impl AccountRecord {
             next_device: 1,
             next_key_index: 1,
             devices: Vec::new(),
+            business: matches!(spec.platform.as_deref(), Some("smba" | "smbi")),
+            signal: PhoneSignal::generate(&identity)?,
+            companions: BTreeMap::new(),
+            blocklist: Vec::new(),
+            privacy: BTreeMap::new(),
+            inbox: Vec::new(),
+            receipts: Vec::new(),
+            sent: Vec::new(),
+            app_state_key: Vec::new(),
         })
     }
 
@@ -130,6 +254,7 @@ impl AccountRecord {
             lid: self.lid(),
             push_name: self.push_name.clone(),
             platform: self.platform.clone(),
+            business: self.business,
             devices: self
                 .devices
                 .iter()
@@ -172,7 +297,7 @@ impl Persisted {
     }
 }
 
-mod b64 {
+pub(crate) mod b64 {
     use super::*;
     pub fn serialize<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&BASE64_STANDARD.encode(v))
@@ -195,5 +320,48 @@ mod b64_opt {
         Option::<String>::deserialize(d)?
             .map(|s| BASE64_STANDARD.decode(s).map_err(serde::de::Error::custom))
             .transpose()
+    }
+}
+
+mod b64_list {
+    use super::*;
+    pub fn serialize<S: serde::Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|b| BASE64_STANDARD.encode(b)))
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .into_iter()
+            .map(|s| BASE64_STANDARD.decode(s).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
+pub(crate) mod b64_map {
+    use super::*;
+    pub fn serialize<S: serde::Serializer>(v: &BTreeMap<u32, Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(v.iter().map(|(k, v)| (k.to_string(), BASE64_STANDARD.encode(v))))
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<u32, Vec<u8>>, D::Error> {
+        BTreeMap::<String, String>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| {
+                let k = k.parse().map_err(serde::de::Error::custom)?;
+                let v = BASE64_STANDARD.decode(v).map_err(serde::de::Error::custom)?;
+                Ok((k, v))
+            })
+            .collect()
+    }
+}
+
+pub(crate) mod b64_map_str {
+    use super::*;
+    pub fn serialize<S: serde::Serializer>(v: &BTreeMap<String, Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(v.iter().map(|(k, v)| (k, BASE64_STANDARD.encode(v))))
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Vec<u8>>, D::Error> {
+        BTreeMap::<String, String>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| Ok((k, BASE64_STANDARD.decode(v).map_err(serde::de::Error::custom)?)))
+            .collect()
     }
 }
