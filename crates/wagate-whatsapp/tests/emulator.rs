@@ -58,7 +58,9 @@ async fn qr_pairing_connects_and_reconnects_from_stored_keys() {
     assert_eq!(identity.jid, account.jid);
     assert_eq!(identity.lid.as_deref(), Some(account.lid.as_str()));
     assert_eq!(identity.platform.as_deref(), Some("android"));
-    assert_eq!(identity.push_name.as_deref(), Some("Ada"));
+    // WhatsApp names only business accounts at pairing (`<biz name>`); a personal account's
+    // push name reaches the companion later, through app state.
+    assert_eq!(identity.push_name, None);
 
     // Stop and start again from the stored keys: no new pairing, a login (IK this time).
     session.stop().await;
