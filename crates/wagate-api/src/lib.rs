@@ -24,6 +24,7 @@ pub mod custom;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod messages;
 pub mod middleware;
 pub mod openapi;
 pub mod ops;
@@ -61,6 +62,11 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/api/v1/sessions/{segment}", any(sessions::segment))
         .route("/api/v1/sessions/{session}/qr", get(sessions::qr))
         .route("/api/v1/sessions/{session}/me", get(sessions::me))
+        .route("/api/v1/sessions/{session}/messages", post(messages::send).get(messages::list))
+        .route("/api/v1/sessions/{session}/messages/{segment}", any(messages::message_segment))
+        .route("/api/v1/sessions/{session}/messages/{message}/media", get(messages::media))
+        .route("/api/v1/sessions/{session}/chats", get(messages::chats))
+        .route("/api/v1/sessions/{session}/chats/{segment}", any(messages::chat_segment))
         .route("/api/v1/sessions/{session}/{action}", any(sandbox::dispatch))
         .route("/api/v1/{collection}", any(collection))
         .route("/api/v1/webhooks", post(webhooks::create).get(webhooks::list))
