@@ -114,11 +114,11 @@ impl PostgresStore {
                 if hash.as_deref() != Some(idem.request_hash.as_slice()) {
                     return Ok(Accepted::KeyConflict);
                 }
-                let first = by_id(&mut **tx, &id).await?;
+                let first = by_id(tx, &id).await?;
                 return first.map(Accepted::Repeat).ok_or_else(|| crate::StoreError::Backend("idempotent message vanished".into()));
             }
         }
-        match insert(&mut **tx, message, idempotency).await? {
+        match insert(tx, message, idempotency).await? {
             Some(stored) => Ok(Accepted::New(stored)),
             None => Err(crate::StoreError::Conflict("waMessageId".into())),
         }
@@ -148,10 +148,10 @@ impl MessageStore for PostgresStore {
 
     async fn insert_inbound(&self, message: &Message) -> Result<Option<Message>> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
-        let Some(stored) = insert(&mut *tx, message, None).await? else {
+        let Some(stored) = insert(&mut tx, message, None).await? else {
             return Ok(None);
         };
-        events::insert(&mut *tx, &messages::received_event(&stored)).await?;
+        events::insert(&mut tx, &messages::received_event(&stored)).await?;
         tx.commit().await.map_err(db_err)?;
         self.commits.send_modify(|n| *n += 1);
         Ok(Some(stored))
@@ -197,7 +197,7 @@ impl MessageStore for PostgresStore {
 
     async fn update_status(&self, session: &SessionId, update: &StatusUpdate<'_>) -> Result<Option<Message>> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
-        let Some(mut message) = by_wa_id_locked(&mut *tx, session, update.wa_message_id).await? else {
+        let Some(mut message) = by_wa_id_locked(&mut tx, session, update.wa_message_id).await? else {
             return Ok(None);
         };
         let steps = messages::steps(message.status, update.status, message.direction);
@@ -217,7 +217,7 @@ impl MessageStore for PostgresStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;
-            events::insert(&mut *tx, &messages::status_event(&message, previous)).await?;
+            events::insert(&mut tx, &messages::status_event(&message, previous)).await?;
         }
         tx.commit().await.map_err(db_err)?;
         self.commits.send_modify(|n| *n += 1);
@@ -268,7 +268,7 @@ impl MessageStore for PostgresStore {
 
     async fn apply_edit(&self, session: &SessionId, wa_message_id: &str, text: &str, at: Timestamp) -> Result<Option<Message>> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
-        let Some(mut message) = by_wa_id_locked(&mut *tx, session, wa_message_id).await? else {
+        let Some(mut message) = by_wa_id_locked(&mut tx, session, wa_message_id).await? else {
             return Ok(None);
         };
         sqlx::query(sql::EDIT_MESSAGE)
@@ -281,7 +281,7 @@ impl MessageStore for PostgresStore {
         message.text = Some(text.to_owned());
         message.edited = true;
         message.updated_at = at;
-        events::insert(&mut *tx, &messages::edited_event(&message, text)).await?;
+        events::insert(&mut tx, &messages::edited_event(&message, text)).await?;
         tx.commit().await.map_err(db_err)?;
         self.commits.send_modify(|n| *n += 1);
         Ok(Some(message))
@@ -289,7 +289,7 @@ impl MessageStore for PostgresStore {
 
     async fn apply_revoke(&self, session: &SessionId, wa_message_id: &str, from: &Jid, at: Timestamp) -> Result<Option<Message>> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
-        let Some(mut message) = by_wa_id_locked(&mut *tx, session, wa_message_id).await? else {
+        let Some(mut message) = by_wa_id_locked(&mut tx, session, wa_message_id).await? else {
             return Ok(None);
         };
         sqlx::query(sql::REVOKE_MESSAGE)
@@ -300,7 +300,7 @@ impl MessageStore for PostgresStore {
             .map_err(db_err)?;
         message.revoked = true;
         message.updated_at = at;
-        events::insert(&mut *tx, &messages::revoked_event(&message, from)).await?;
+        events::insert(&mut tx, &messages::revoked_event(&message, from)).await?;
         tx.commit().await.map_err(db_err)?;
         self.commits.send_modify(|n| *n += 1);
         Ok(Some(message))
@@ -308,9 +308,9 @@ impl MessageStore for PostgresStore {
 
     async fn record_reaction(&self, org: &OrgId, session: &SessionId, reaction: &ReactionRecord<'_>) -> Result<Event> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
-        let target = by_wa_id(&mut *tx, session, reaction.target).await?;
+        let target = by_wa_id(&mut tx, session, reaction.target).await?;
         let event = messages::reaction_event(org, session, target.as_ref().map(|m| &m.id), reaction);
-        let event = events::insert(&mut *tx, &event).await?;
+        let event = events::insert(&mut tx, &event).await?;
         tx.commit().await.map_err(db_err)?;
         self.commits.send_modify(|n| *n += 1);
         Ok(event)

@@ -148,8 +148,8 @@ pub async fn inbound_messages_are_stored_once_with_their_event(store: Arc<dyn St
     // Reading: once.
     let unread = store.unread_inbound(&s.id, &m.chat).await.unwrap();
     assert_eq!(unread, vec![m.clone()]);
-    assert_eq!(store.mark_read(&s.id, &[m.id.clone()], wagate_core::now()).await.unwrap(), 1);
-    assert_eq!(store.mark_read(&s.id, &[m.id.clone()], wagate_core::now()).await.unwrap(), 0);
+    assert_eq!(store.mark_read(&s.id, std::slice::from_ref(&m.id), wagate_core::now()).await.unwrap(), 1);
+    assert_eq!(store.mark_read(&s.id, std::slice::from_ref(&m.id), wagate_core::now()).await.unwrap(), 0);
     assert!(store.unread_inbound(&s.id, &m.chat).await.unwrap().is_empty());
 
     // Edits, revocations and reactions, each with its event.
