@@ -650,3 +650,197 @@ impl TrafficSink for MessageTraffic {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use wagate_core::{EngineKind, Identity, OrgId, SendPolicy};
+    use wagate_engine::testing::{eventually, phone};
+    use wagate_engine::{Engine, EngineEvent, EngineSession, SessionOutput, SessionSpec, Sent};
+    use wagate_store::{EventFilter, IdentityUpdate, SessionSettings, SessionStateUpdate};
+
+    use super::*;
+    use crate::supervisor::SupervisorConfig;
+    use crate::testing::{new_session, test_store};
+
+    /// An engine whose sessions connect at once and answer sends from a script (then `Ok`),
+    /// recording every send with its time.
+    #[derive(Default)]
+    struct Scripted {
+        results: Mutex<VecDeque<Result<(), EngineError>>>,
+        sends: Mutex<Vec<(String, Instant)>>,
+    }
+
+    struct ScriptedSession(Arc<Scripted>);
+
+    #[async_trait]
+    impl EngineSession for ScriptedSession {
+        async fn logout(&self) -> Result<(), EngineError> {
+            Ok(())
+        }
+        async fn stop(&self) {}
+        fn messaging(&self) -> Option<&dyn Messaging> {
+            Some(self)
+        }
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    }
+
+    #[async_trait]
+    impl Messaging for ScriptedSession {
+        async fn send(&self, message: &OutboundMessage) -> Result<Sent, EngineError> {
+            lock(&self.0.sends).push((message.wa_message_id.clone(), Instant::now()));
+            let next = lock(&self.0.results).pop_front().unwrap_or(Ok(()));
+            next.map(|()| Sent { at: wagate_core::now() })
+        }
+        async fn edit(&self, _: &Jid, _: &str, _: &str) -> Result<(), EngineError> {
+            Ok(())
+        }
+        async fn revoke(&self, _: &Jid, _: &str) -> Result<(), EngineError> {
+            Ok(())
+        }
+        async fn mark_read(&self, _: &Jid, _: &[ReadMark]) -> Result<(), EngineError> {
+            Ok(())
+        }
+        async fn presence(&self, _: &Jid, _: ChatPresence) -> Result<(), EngineError> {
+            Ok(())
+        }
+        async fn check_numbers(&self, _: &[Phone]) -> Result<Vec<NumberCheck>, EngineError> {
+            Ok(Vec::new())
+        }
+    }
+
+    struct ScriptedEngine(Arc<Scripted>);
+
+    #[async_trait]
+    impl Engine for ScriptedEngine {
+        fn kind(&self) -> EngineKind {
+            EngineKind::Whatsapp
+        }
+        async fn start(&self, spec: SessionSpec, output: SessionOutput) -> Result<Arc<dyn EngineSession>, EngineError> {
+            tokio::spawn(async move { output.events.emit(&spec.id, EngineEvent::Connected).await });
+            Ok(Arc::new(ScriptedSession(Arc::clone(&self.0))))
+        }
+        async fn purge(&self, _: &SessionId) -> Result<(), EngineError> {
+            Ok(())
+        }
+    }
+
+    struct Fixture {
+        store: Arc<dyn Store>,
+        service: Arc<MessageService>,
+        script: Arc<Scripted>,
+        session: Session,
+        _db: tempfile::TempDir,
+    }
+
+    /// A paired session at `per_minute`, started and connected.
+    async fn fixture(per_minute: u32, script: Vec<Result<(), EngineError>>) -> Fixture {
+        let (store, _db) = test_store().await;
+        let scripted = Arc::new(Scripted { results: Mutex::new(script.into()), sends: Mutex::default() });
+        let engine: Arc<dyn Engine> = Arc::new(ScriptedEngine(Arc::clone(&scripted)));
+        let supervisor = Supervisor::new(Arc::clone(&store), [engine], SupervisorConfig::default());
+        let service = MessageService::new(Arc::clone(&store), Arc::clone(&supervisor), MessagingConfig::default());
+        let session = new_session(&store, EngineKind::Whatsapp, false).await;
+        let identity = Identity {
+            phone: phone("628100000000"),
+            jid: "628100000000@s.whatsapp.net".into(),
+            lid: None,
+            push_name: None,
+            platform: None,
+        };
+        let paired = SessionStateUpdate {
+            status: SessionStatus::Stopped,
+            status_reason: None,
+            desired_running: None,
+            identity: IdentityUpdate::Set(identity),
+            at: wagate_core::now(),
+        };
+        store.update_session_state(&session.id, &paired).await.unwrap();
+        let pace = SessionSettings { send_per_minute: Some(Some(per_minute)), ..SessionSettings::default() };
+        let session = store.update_session_settings(&session.org, &session.id, &pace, wagate_core::now()).await.unwrap().unwrap();
+        assert_eq!(session.send_policy, SendPolicy { messages_per_minute: Some(per_minute), typing: false });
+        supervisor.start(&session).await.unwrap();
+        let session = eventually("connected", || async {
+            let row = store.get_session_unscoped(&session.id).await.unwrap().unwrap();
+            (row.status == SessionStatus::Connected).then_some(row)
+        })
+        .await;
+        Fixture { store, service, script: scripted, session, _db }
+    }
+
+    fn text(to: &str, body: &str) -> SendMessage {
+        SendMessage {
+            to: Jid::of_phone(&phone(to)),
+            content: SendContent::Text(body.into()),
+            reply_to: None,
+            mentions: Vec::new(),
+        }
+    }
+
+    impl Fixture {
+        async fn status_of(&self, id: &MessageId) -> Message {
+            self.store.get_message(&self.session.org, &self.session.id, id).await.unwrap().unwrap()
+        }
+
+        async fn wait_status(&self, id: &MessageId, status: MessageStatus) -> Message {
+            eventually(status.as_str(), || async { Some(self.status_of(id).await).filter(|m| m.status == status) }).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_send_fails_with_its_error_and_the_queue_goes_on() {
+        let refused = EngineError::Refused { code: "not_on_whatsapp".into(), message: "628299999999 is not on WhatsApp".into() };
+        let f = fixture(600, vec![Err(refused)]).await;
+        let (first, new) = f.service.send(&f.session, text("628299999999", "a"), None).await.unwrap();
+        assert!(new);
+        let (second, _) = f.service.send(&f.session, text("628200000000", "b"), None).await.unwrap();
+        let failed = f.wait_status(&first.id, MessageStatus::Failed).await;
+        assert_eq!(failed.error, Some(MessageError { code: "not_on_whatsapp".into(), message: "628299999999 is not on WhatsApp".into() }));
+        f.wait_status(&second.id, MessageStatus::Sent).await;
+        let filter = EventFilter { session: Some(f.session.id.clone()), types: Some(vec![wagate_core::EventType::MessageStatus]) };
+        let events = f.store.list_events(&f.session.org, &filter, PageRequest { size: 10, after: None }).await.unwrap().items;
+        let data: Vec<serde_json::Value> = events.iter().rev().map(|e| serde_json::from_str(e.data.get()).unwrap()).collect();
+        assert_eq!(data[0]["status"], "failed");
+        assert_eq!(data[0]["error"]["code"], "not_on_whatsapp");
+        assert_eq!(data[1]["status"], "sent");
+    }
+
+    #[tokio::test]
+    async fn a_rate_limit_backs_off_then_sends_the_same_message_again() {
+        let limited = EngineError::RateLimited { retry_after: Some(Duration::from_millis(300)) };
+        let f = fixture(600, vec![Err(limited)]).await;
+        let (m, _) = f.service.send(&f.session, text("628200000000", "a"), None).await.unwrap();
+        f.wait_status(&m.id, MessageStatus::Sent).await;
+        let sends = lock(&f.script.sends).clone();
+        assert_eq!(sends.len(), 2, "{sends:?}");
+        assert!(sends.iter().all(|(id, _)| *id == m.wa_message_id), "the same WhatsApp id both times");
+        assert!(sends[1].1 - sends[0].1 >= Duration::from_millis(300), "waited out the rate limit");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_connection_keeps_the_message_queued_and_sends_it_later() {
+        let f = fixture(600, vec![Err(EngineError::Upstream("connection lost".into()))]).await;
+        let (m, _) = f.service.send(&f.session, text("628200000000", "a"), None).await.unwrap();
+        f.wait_status(&m.id, MessageStatus::Sent).await;
+        assert_eq!(lock(&f.script.sends).len(), 2);
+        assert!(f.status_of(&m.id).await.error.is_none());
+    }
+
+    #[tokio::test]
+    async fn unpaired_sessions_conflict_and_a_reply_quotes_only_its_own_session() {
+        let f = fixture(600, Vec::new()).await;
+        let unpaired = new_session(&f.store, EngineKind::Whatsapp, false).await;
+        assert!(matches!(f.service.send(&unpaired, text("628200000000", "a"), None).await, Err(SupervisorError::Conflict(_))));
+        // A replyTo from another session is a validation error naming the field.
+        let (m, _) = f.service.send(&f.session, text("628200000000", "a"), None).await.unwrap();
+        let mut other = f.session.clone();
+        other.id = unpaired.id.clone();
+        assert_eq!(other.org, OrgId::parse("acme").unwrap(), "same organization, another session");
+        let reply = SendMessage { reply_to: Some(m.id.clone()), ..text("628200000000", "b") };
+        let err = f.service.send(&other, reply, None).await.unwrap_err();
+        assert!(matches!(err, SupervisorError::Engine(EngineError::Invalid { field: "replyTo", .. })), "{err:?}");
+    }
+}
