@@ -670,6 +670,8 @@ mod tests {
     struct Scripted {
         results: Mutex<VecDeque<Result<(), EngineError>>>,
         sends: Mutex<Vec<(String, Instant)>>,
+        /// Presence shown, and sends, in order.
+        log: Mutex<Vec<(String, Instant)>>,
     }
 
     struct ScriptedSession(Arc<Scripted>);
@@ -692,6 +694,7 @@ mod tests {
     impl Messaging for ScriptedSession {
         async fn send(&self, message: &OutboundMessage) -> Result<Sent, EngineError> {
             lock(&self.0.sends).push((message.wa_message_id.clone(), Instant::now()));
+            lock(&self.0.log).push((format!("send {}", message.wa_message_id), Instant::now()));
             let next = lock(&self.0.results).pop_front().unwrap_or(Ok(()));
             next.map(|()| Sent { at: wagate_core::now() })
         }
@@ -704,7 +707,8 @@ mod tests {
         async fn mark_read(&self, _: &Jid, _: &[ReadMark]) -> Result<(), EngineError> {
             Ok(())
         }
-        async fn presence(&self, _: &Jid, _: ChatPresence) -> Result<(), EngineError> {
+        async fn presence(&self, chat: &Jid, presence: ChatPresence) -> Result<(), EngineError> {
+            lock(&self.0.log).push((format!("{presence:?} {chat}"), Instant::now()));
             Ok(())
         }
         async fn check_numbers(&self, _: &[Phone]) -> Result<Vec<NumberCheck>, EngineError> {
@@ -738,8 +742,13 @@ mod tests {
 
     /// A paired session at `per_minute`, started and connected.
     async fn fixture(per_minute: u32, script: Vec<Result<(), EngineError>>) -> Fixture {
+        fixture_with(SendPolicy { messages_per_minute: Some(per_minute), typing: false }, script).await
+    }
+
+    async fn fixture_with(policy: SendPolicy, script: Vec<Result<(), EngineError>>) -> Fixture {
+        let per_minute = policy.messages_per_minute.expect("a pace");
         let (store, _db) = test_store().await;
-        let scripted = Arc::new(Scripted { results: Mutex::new(script.into()), sends: Mutex::default() });
+        let scripted = Arc::new(Scripted { results: Mutex::new(script.into()), ..Scripted::default() });
         let engine: Arc<dyn Engine> = Arc::new(ScriptedEngine(Arc::clone(&scripted)));
         let supervisor = Supervisor::new(Arc::clone(&store), [engine], SupervisorConfig::default());
         let service = MessageService::new(Arc::clone(&store), Arc::clone(&supervisor), MessagingConfig::default());
@@ -759,9 +768,13 @@ mod tests {
             at: wagate_core::now(),
         };
         store.update_session_state(&session.id, &paired).await.unwrap();
-        let pace = SessionSettings { send_per_minute: Some(Some(per_minute)), ..SessionSettings::default() };
+        let pace = SessionSettings {
+            send_per_minute: Some(Some(per_minute)),
+            send_typing: Some(policy.typing),
+            ..SessionSettings::default()
+        };
         let session = store.update_session_settings(&session.org, &session.id, &pace, wagate_core::now()).await.unwrap().unwrap();
-        assert_eq!(session.send_policy, SendPolicy { messages_per_minute: Some(per_minute), typing: false });
+        assert_eq!(session.send_policy, policy);
         supervisor.start(&session).await.unwrap();
         let session = eventually("connected", || async {
             let row = store.get_session_unscoped(&session.id).await.unwrap().unwrap();
@@ -842,5 +855,18 @@ mod tests {
         let reply = SendMessage { reply_to: Some(m.id.clone()), ..text("628200000000", "b") };
         let err = f.service.send(&other, reply, None).await.unwrap_err();
         assert!(matches!(err, SupervisorError::Engine(EngineError::Invalid { field: "replyTo", .. })), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn with_typing_the_chat_shows_typing_for_a_while_before_the_text_goes() {
+        let f = fixture_with(SendPolicy { messages_per_minute: Some(600), typing: true }, Vec::new()).await;
+        let (m, _) = f.service.send(&f.session, text("628200000000", "hello there"), None).await.unwrap();
+        f.wait_status(&m.id, MessageStatus::Sent).await;
+        let log = lock(&f.script.log).clone();
+        let what: Vec<&str> = log.iter().map(|(w, _)| w.as_str()).collect();
+        let send = format!("send {}", m.wa_message_id);
+        assert_eq!(what, ["Typing 628200000000@s.whatsapp.net", "Paused 628200000000@s.whatsapp.net", send.as_str()]);
+        // 11 characters: the 0.5 s minimum.
+        assert!(log[1].1 - log[0].1 >= Duration::from_millis(500), "typing shown for {:?}", log[1].1 - log[0].1);
     }
 }
