@@ -106,33 +106,76 @@ impl Default for SandboxConfig {
 struct Network {
     /// The LID of each phone, stable for the life of the process.
     lids: Mutex<HashMap<Phone, String>>,
-    /// The connected sessions of each organization, by their phone number: where messages to
-    /// that number arrive.
+    /// The sandbox sessions of each organization by their phone number (from their first
+    /// connection until they are unlinked or logged out): where messages to that number go.
     peers: Mutex<HashMap<(OrgId, Phone), Weak<Inner>>>,
+    /// What waits, in order, for a known number whose session is offline (stopped,
+    /// reconnecting), as WhatsApp's server keeps messages for an offline phone. In memory only.
+    pending: Mutex<HashMap<(OrgId, Phone), Vec<Pending>>>,
+}
+
+/// Traffic held for an offline session, and the receipt its sender gets once it arrives.
+struct Pending {
+    traffic: Traffic,
+    receipt: Option<(Arc<dyn TrafficSink>, SessionId, Traffic)>,
+}
+
+/// Where traffic for a chat goes.
+enum Reach {
+    /// A connected session of the organization has that number.
+    Online(Arc<Inner>),
+    /// A session of the organization has that number but is offline: it waits.
+    Offline((OrgId, Phone)),
+    /// No session of the organization has that number (or it is the sender's own).
+    Nobody,
 }
 
 impl Network {
-    fn join(&self, inner: &Arc<Inner>, phone: &Phone) {
-        lock(&self.peers).insert((inner.org.clone(), phone.clone()), Arc::downgrade(inner));
-    }
-
-    /// Removes `inner` from the network (not a later session that took its number).
-    fn leave(&self, inner: &Inner) {
-        lock(&self.peers).retain(|_, peer| !std::ptr::eq(peer.as_ptr(), inner));
-    }
-
-    /// The connected session of `org` with the number of `chat`, if any.
-    fn peer(&self, org: &OrgId, chat: &Jid) -> Option<Arc<Inner>> {
-        let phone = match chat.server() {
-            JidServer::User => chat.phone()?,
+    fn phone_of(&self, chat: &Jid) -> Option<Phone> {
+        match chat.server() {
+            JidServer::User => chat.phone(),
             JidServer::Lid => {
                 let lids = lock(&self.lids);
-                lids.iter().find(|(_, lid)| lid.as_str() == chat.as_str()).map(|(phone, _)| phone.clone())?
+                lids.iter().find(|(_, lid)| lid.as_str() == chat.as_str()).map(|(phone, _)| phone.clone())
             }
-            JidServer::Group => return None,
-        };
-        let peer = lock(&self.peers).get(&(org.clone(), phone))?.upgrade()?;
-        peer.connected.load(Ordering::Acquire).then_some(peer)
+            JidServer::Group => None,
+        }
+    }
+
+    fn reach(&self, from: &Inner, chat: &Jid) -> Reach {
+        let Some(phone) = self.phone_of(chat) else { return Reach::Nobody };
+        let key = (from.org.clone(), phone);
+        let Some(peer) = lock(&self.peers).get(&key).cloned() else { return Reach::Nobody };
+        match peer.upgrade() {
+            Some(peer) if peer.id == from.id => Reach::Nobody,
+            Some(peer) if peer.connected.load(Ordering::Acquire) => Reach::Online(peer),
+            _ => Reach::Offline(key),
+        }
+    }
+
+    /// Holds `pending` for the offline number `key`; gives it back when the number's session
+    /// came online meanwhile (deliver it then).
+    fn hold(&self, key: (OrgId, Phone), pending: Pending) -> Result<(), (Arc<Inner>, Pending)> {
+        let mut waiting = lock(&self.pending);
+        let online = lock(&self.peers).get(&key).and_then(Weak::upgrade).filter(|p| p.connected.load(Ordering::Acquire));
+        if let Some(peer) = online {
+            return Err((peer, pending));
+        }
+        waiting.entry(key).or_default().push(pending);
+        Ok(())
+    }
+
+    /// Removes `inner` from the network (not a later session that took its number), with what
+    /// waited for it.
+    fn leave(&self, inner: &Inner) {
+        let mut waiting = lock(&self.pending);
+        lock(&self.peers).retain(|key, peer| {
+            let mine = std::ptr::eq(peer.as_ptr(), inner);
+            if mine {
+                waiting.remove(key);
+            }
+            !mine
+        });
     }
 
     fn lid_for(&self, phone: &Phone) -> String {
@@ -370,16 +413,61 @@ impl Inner {
         if self.sleep(epoch, delay).await
             && self.emit_if_current(epoch, EngineEvent::Connected, |s| s.reconnect_attempt = 0).await
         {
-            self.went_online();
+            self.went_online().await;
         }
     }
 
-    /// Connected: joins the network under its number.
-    fn went_online(self: &Arc<Self>) {
+    /// Connected: joins the network under its number and receives what waited for it, in
+    /// order, before anything new.
+    async fn went_online(self: &Arc<Self>) {
         let phone = lock(&self.state).identity.as_ref().map(|i| i.phone.clone());
-        if let Some(phone) = phone {
-            self.connected.store(true, Ordering::Release);
-            self.network.join(self, &phone);
+        let Some(phone) = phone else { return };
+        let key = (self.org.clone(), phone);
+        lock(&self.network.peers).insert(key.clone(), Arc::downgrade(self));
+        loop {
+            let waiting = {
+                let mut pending = lock(&self.network.pending);
+                match pending.remove(&key) {
+                    Some(waiting) if !waiting.is_empty() => waiting,
+                    _ => {
+                        // Under the lock `hold` takes: nothing can be held for us after this.
+                        self.connected.store(true, Ordering::Release);
+                        return;
+                    }
+                }
+            };
+            for held in waiting {
+                self.arrive(held).await;
+            }
+        }
+    }
+
+    /// Delivers held traffic here, then its receipt to its sender.
+    async fn arrive(&self, held: Pending) {
+        self.traffic.deliver(&self.id, held.traffic).await;
+        if let Some((sink, sender, receipt)) = held.receipt {
+            sink.deliver(&sender, receipt).await;
+        }
+    }
+
+    /// Sends `traffic` to whoever has the number of `chat`: at once when online (then the
+    /// `receipt` goes back to this session at once), held until it connects when offline, and
+    /// to nobody (the `receipt` at once) when no session of the organization has the number.
+    async fn route(&self, chat: &Jid, traffic: Traffic, receipt: Option<Traffic>) {
+        let receipt = receipt.map(|r| (Arc::clone(&self.traffic), self.id.clone(), r));
+        let held = Pending { traffic, receipt };
+        match self.network.reach(self, chat) {
+            Reach::Online(peer) => peer.arrive(held).await,
+            Reach::Offline(key) => {
+                if let Err((peer, held)) = self.network.hold(key, held) {
+                    peer.arrive(held).await;
+                }
+            }
+            Reach::Nobody => {
+                if let Some((sink, sender, receipt)) = held.receipt {
+                    sink.deliver(&sender, receipt).await;
+                }
+            }
         }
     }
 
@@ -455,14 +543,14 @@ impl Inner {
         }
         self.events.emit(&self.id, EngineEvent::Paired(identity)).await;
         self.events.emit(&self.id, EngineEvent::Connected).await;
-        self.went_online();
+        self.went_online().await;
     }
 
     /// Cancels every timer and waits until the tasks are gone.
     async fn shutdown(&self) {
         self.epoch.send_replace(ENDED);
+        // Offline, still known by its number: messages to it wait for its next connection.
         self.went_offline();
-        self.network.leave(self);
         loop {
             let tasks: Vec<_> = std::mem::take(&mut *lock(&self.tasks));
             if tasks.is_empty() {
@@ -489,7 +577,6 @@ impl Drop for SandboxSession {
     fn drop(&mut self) {
         self.inner.epoch.send_replace(ENDED);
         self.inner.went_offline();
-        self.inner.network.leave(&self.inner);
     }
 }
 
@@ -644,8 +731,10 @@ impl SandboxControl for SandboxSession {
 
 /// Messaging on the simulated network: a message to the number of a connected sandbox session
 /// of the same organization arrives there at once, and the sender gets its delivery receipt at
-/// once; a message to any other valid number is delivered at once to nobody (every number is on
-/// the sandbox's WhatsApp). Read receipts go back when the recipient marks the chat read.
+/// once; to a sandbox session that is offline (stopped, reconnecting) it waits, in memory, until
+/// that session connects, and the receipt comes then; a message to any other valid number is
+/// delivered at once to nobody (every number is on the sandbox's WhatsApp). Read receipts go
+/// back when the recipient marks the chat read.
 #[async_trait]
 impl Messaging for SandboxSession {
     async fn send(&self, message: &OutboundMessage) -> Result<Sent, EngineError> {
@@ -653,63 +742,55 @@ impl Messaging for SandboxSession {
         let me = inner.online_identity()?;
         let my_jid = Jid::of_phone(&me.phone);
         let at = wagate_core::now();
-        if let Some(peer) = inner.network.peer(&inner.org, &message.chat).filter(|p| p.id != inner.id) {
-            let traffic = match &message.content {
-                Content::Reaction { target, emoji } => Traffic::Reaction {
-                    chat: my_jid.clone(),
-                    from: my_jid.clone(),
-                    target: target.clone(),
-                    emoji: emoji.clone(),
-                    at,
-                },
-                content => Traffic::Message(InboundMessage {
-                    wa_message_id: message.wa_message_id.clone(),
-                    chat: my_jid.clone(),
-                    from: my_jid.clone(),
-                    from_phone: Some(me.phone.clone()),
-                    push_name: me.push_name.clone(),
-                    timestamp: at,
-                    content: content.clone(),
-                    reply_to: message.reply_to.as_ref().map(|q| q.wa_message_id.clone()),
-                    mentions: message.mentions.clone(),
-                }),
-            };
-            peer.traffic.deliver(&peer.id, traffic).await;
-        }
+        let traffic = match &message.content {
+            Content::Reaction { target, emoji } => Traffic::Reaction {
+                chat: my_jid.clone(),
+                from: my_jid.clone(),
+                target: target.clone(),
+                emoji: emoji.clone(),
+                at,
+            },
+            content => Traffic::Message(InboundMessage {
+                wa_message_id: message.wa_message_id.clone(),
+                chat: my_jid.clone(),
+                from: my_jid.clone(),
+                from_phone: Some(me.phone.clone()),
+                push_name: me.push_name.clone(),
+                timestamp: at,
+                content: content.clone(),
+                reply_to: message.reply_to.as_ref().map(|q| q.wa_message_id.clone()),
+                mentions: message.mentions.clone(),
+            }),
+        };
         let receipt = Traffic::Receipt {
             chat: message.chat.clone(),
             wa_message_ids: vec![message.wa_message_id.clone()],
             kind: ReceiptKind::Delivered,
             at,
         };
-        inner.traffic.deliver(&inner.id, receipt).await;
+        inner.route(&message.chat, traffic, Some(receipt)).await;
         Ok(Sent { at })
     }
 
     async fn edit(&self, chat: &Jid, wa_message_id: &str, text: &str) -> Result<(), EngineError> {
         let inner = &self.inner;
         let me = Jid::of_phone(&inner.online_identity()?.phone);
-        if let Some(peer) = inner.network.peer(&inner.org, chat).filter(|p| p.id != inner.id) {
-            let traffic = Traffic::Edited {
-                chat: me.clone(),
-                from: me,
-                wa_message_id: wa_message_id.to_owned(),
-                text: text.to_owned(),
-                at: wagate_core::now(),
-            };
-            peer.traffic.deliver(&peer.id, traffic).await;
-        }
+        let traffic = Traffic::Edited {
+            chat: me.clone(),
+            from: me,
+            wa_message_id: wa_message_id.to_owned(),
+            text: text.to_owned(),
+            at: wagate_core::now(),
+        };
+        inner.route(chat, traffic, None).await;
         Ok(())
     }
 
     async fn revoke(&self, chat: &Jid, wa_message_id: &str) -> Result<(), EngineError> {
         let inner = &self.inner;
         let me = Jid::of_phone(&inner.online_identity()?.phone);
-        if let Some(peer) = inner.network.peer(&inner.org, chat).filter(|p| p.id != inner.id) {
-            let traffic =
-                Traffic::Revoked { chat: me.clone(), from: me, wa_message_id: wa_message_id.to_owned(), at: wagate_core::now() };
-            peer.traffic.deliver(&peer.id, traffic).await;
-        }
+        let traffic = Traffic::Revoked { chat: me.clone(), from: me, wa_message_id: wa_message_id.to_owned(), at: wagate_core::now() };
+        inner.route(chat, traffic, None).await;
         Ok(())
     }
 
@@ -719,15 +800,13 @@ impl Messaging for SandboxSession {
         if messages.is_empty() {
             return Ok(());
         }
-        if let Some(peer) = inner.network.peer(&inner.org, chat).filter(|p| p.id != inner.id) {
-            let traffic = Traffic::Receipt {
-                chat: me,
-                wa_message_ids: messages.iter().map(|m| m.wa_message_id.clone()).collect(),
-                kind: ReceiptKind::Read,
-                at: wagate_core::now(),
-            };
-            peer.traffic.deliver(&peer.id, traffic).await;
-        }
+        let traffic = Traffic::Receipt {
+            chat: me,
+            wa_message_ids: messages.iter().map(|m| m.wa_message_id.clone()).collect(),
+            kind: ReceiptKind::Read,
+            at: wagate_core::now(),
+        };
+        inner.route(chat, traffic, None).await;
         Ok(())
     }
 

@@ -423,3 +423,22 @@ async fn sandbox_to_sandbox_on_postgres() {
     let kinds: Vec<String> = events(&app, &a, "message.status").await.iter().map(|e| e["data"]["status"].as_str().unwrap().to_owned()).collect();
     assert_eq!(kinds, ["sent", "delivered", "read"]);
 }
+
+#[tokio::test]
+async fn a_message_to_a_stopped_sandbox_session_waits_for_it_and_is_delivered_when_it_connects() {
+    let app = spawn_app().await;
+    let a = connected(&app, "628111111111").await;
+    let b = connected(&app, "628222222222").await;
+    app.post(&format!("/api/v1/sessions/{b}:stop"), json!({})).await;
+    let first = send(&app, &a, json!({"to": "628222222222", "text": "while you were out"})).await;
+    let second = send(&app, &a, json!({"to": "628222222222", "text": "and again"})).await;
+    let second_id = second["id"].as_str().unwrap();
+    poll(&app, &format!("/api/v1/sessions/{a}/messages/{second_id}"), |m| m["status"] == "sent").await;
+    assert_eq!(message(&app, &a, first["id"].as_str().unwrap()).await["status"], "sent", "not delivered while B is stopped");
+    assert!(inbound(&app, &b).await.is_empty());
+
+    app.post(&format!("/api/v1/sessions/{b}:start"), json!({})).await;
+    poll(&app, &format!("/api/v1/sessions/{a}/messages/{second_id}"), |m| m["status"] == "delivered").await;
+    let texts: Vec<String> = inbound(&app, &b).await.iter().map(|m| m["text"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(texts, ["while you were out", "and again"]);
+}
