@@ -5,14 +5,15 @@ use std::sync::LazyLock;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use wagate_core::{
-    Capability, ContactCard, Direction, Jid, Location, Message, MessageId, Phone, Session, Timestamp, parse_recipient,
+    Capability, ContactCard, Direction, Jid, Location, MediaInfo, Message, MessageId, MessageType, Phone, Session,
+    Timestamp, parse_recipient,
 };
-use wagate_engine::{ChatPresence, Content};
-use wagate_runtime::{SendContent, SendMessage};
+use wagate_engine::{ChatPresence, Content, MediaContent};
+use wagate_runtime::{MediaSource, SendContent, SendMedia, SendMessage};
 use wagate_store::{MessageFilter, PageRequest};
 
 use crate::custom::{Call, Incoming, Methods, split_segment};
@@ -230,9 +231,91 @@ fn contact(req: ContactRequest) -> ApiResult<ContactCard> {
     Ok(ContactCard { name: name.to_owned(), phone: phone.to_string() })
 }
 
-fn media_not_supported(field: &str) -> ApiError {
-    ApiError::new(ErrorCode::NotImplemented, format!("sending and receiving {field} messages is not supported yet"))
-        .with_detail("field", field)
+/// Checks a media field and reads its bytes when given as `data`; the URL otherwise.
+fn parse_media(state: &AppState, field: &'static str, req: MediaRequest) -> ApiResult<SendMedia> {
+    use base64::Engine as _;
+    let kind = MessageType::parse(field).expect("a media field is named after its kind");
+    if req.voice.is_some() && kind != MessageType::Audio {
+        return Err(ApiError::validation(&format!("{field}.voice"), "only audio can be a voice note"));
+    }
+    let mime_type = match req.mime_type {
+        None => None,
+        Some(m) => {
+            let valid = m.len() <= 255 && m.split_once('/').is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
+                && m.bytes().all(|b| b.is_ascii_graphic());
+            if !valid {
+                return Err(ApiError::validation(&format!("{field}.mimeType"), "must be a media type such as image/png"));
+            }
+            Some(m.to_ascii_lowercase())
+        }
+    };
+    let source = match (req.data, req.url) {
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(ApiError::validation(field, "give exactly one of `data` (base64) and `url`"));
+        }
+        (Some(data), None) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(data.trim())
+                .map_err(|_| ApiError::validation(&format!("{field}.data"), "must be base64"))?;
+            if bytes.is_empty() {
+                return Err(ApiError::validation(&format!("{field}.data"), "must not be empty"));
+            }
+            if bytes.len() > state.messages.media_max_bytes() {
+                return Err(ApiError::new(ErrorCode::PayloadTooLarge, "the media is too large")
+                    .with_detail("field", format!("{field}.data"))
+                    .with_detail("limit", state.messages.media_max_bytes()));
+            }
+            MediaSource::Data { sha256: wagate_runtime::media::sha256_hex(&bytes), bytes }
+        }
+        (None, Some(url)) => {
+            let parsed = wagate_egress_url(&url).ok_or_else(|| ApiError::validation(&format!("{field}.url"), "must be an http or https URL"))?;
+            MediaSource::Url(parsed)
+        }
+    };
+    Ok(SendMedia {
+        kind,
+        source,
+        mime_type,
+        filename: optional_text(&format!("{field}.filename"), req.filename, 255)?,
+        caption: optional_text(&format!("{field}.caption"), req.caption, 4096)?,
+        voice: req.voice.unwrap_or(false),
+    })
+}
+
+/// `url` when it is an absolute http(s) URL.
+fn wagate_egress_url(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let ok = matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") && !rest.is_empty() && url.len() <= 4096
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+    ok.then(|| url.to_owned())
+}
+
+/// The media of a `sandbox:receive`, with its bytes (fetched when given by URL).
+async fn received_media(state: &AppState, field: &'static str, req: MediaRequest) -> ApiResult<Content> {
+    let media = parse_media(state, field, req)?;
+    let (bytes, content_type) = match media.source {
+        MediaSource::Data { bytes, .. } => (bytes, None),
+        MediaSource::Url(url) => {
+            let (bytes, content_type) = state.messages.fetch_media("url", &url).await.map_err(|e| match ApiError::from(e) {
+                mut e if e.code == ErrorCode::ValidationError => {
+                    e.details.insert("field".into(), format!("{field}.url").into());
+                    e
+                }
+                e => e,
+            })?;
+            (bytes, content_type)
+        }
+    };
+    let mime_type = media.mime_type.or(content_type).unwrap_or_else(|| wagate_runtime::media::default_mime(media.kind).to_owned());
+    let info = MediaInfo {
+        mime_type,
+        filename: media.filename,
+        size: u64::try_from(bytes.len()).unwrap_or(u64::MAX),
+        sha256: wagate_runtime::media::sha256_hex(&bytes),
+        caption: media.caption,
+        voice: media.voice,
+    };
+    Ok(Content::Media(MediaContent { kind: media.kind, info, bytes: bytes.into() }))
 }
 
 /// The one content field of a send or receive body, by name; `validation_error` when there
@@ -258,7 +341,7 @@ fn parse_message_id(field: &str, raw: &str) -> ApiResult<MessageId> {
 }
 
 impl SendMessageRequest {
-    fn parse(self) -> ApiResult<SendMessage> {
+    fn parse(self, state: &AppState) -> ApiResult<SendMessage> {
         let to = parse_recipient(&self.to).map_err(|e| ApiError::validation("to", e.to_string()))?;
         let kind = one_content(&[
             ("text", self.text.is_some()),
@@ -290,7 +373,11 @@ impl SendMessageRequest {
                 }
                 SendContent::Reaction { message_id, emoji: reaction.emoji }
             }
-            media => return Err(media_not_supported(media)),
+            "image" => SendContent::Media(parse_media(state, "image", self.image.expect("present"))?),
+            "video" => SendContent::Media(parse_media(state, "video", self.video.expect("present"))?),
+            "audio" => SendContent::Media(parse_media(state, "audio", self.audio.expect("present"))?),
+            "document" => SendContent::Media(parse_media(state, "document", self.document.expect("present"))?),
+            _ => SendContent::Media(parse_media(state, "sticker", self.sticker.expect("present"))?),
         };
         let reply_to = self.reply_to.as_deref().map(|r| parse_message_id("replyTo", r)).transpose()?;
         let mentions = self.mentions.unwrap_or_default();
@@ -335,15 +422,18 @@ fn message_response(status: StatusCode, message: &Message) -> Response {
 ///
 /// With an `Idempotency-Key`, a repeat of the same request to the same session within 24 h
 /// answers the first message again and sends nothing; the same key with another request is
-/// 409 `conflict`. Media (`image`, `video`, `audio`, `document`, `sticker`) answers 501
-/// `not_implemented` in this version.
+/// 409 `conflict`. Media (`image`, `video`, `audio`, `document`, `sticker`) comes as `data`
+/// (base64) or as a `url` the gateway fetches before sending, under the same address guard as
+/// webhooks; at most `WAGATE_MEDIA_MAX_BYTES` (16 MiB), a larger `data` is 413, a URL that
+/// cannot be fetched or is too large fails the message (`media_unreachable`, `media_too_large`).
+/// Until a URL is fetched the message's `media` has `size` 0 and an empty `sha256`.
 #[utoipa::path(post, path = "/api/v1/sessions/{session}/messages", tag = "messages",
     params(("session" = String, Path, description = "Session id"),
            ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable characters")),
     request_body = SendMessageRequest,
     responses((status = 202, body = Message), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
               (status = 409, body = ErrorEnvelope, description = "the session was never paired or is logged out, or the Idempotency-Key was used with another request"),
-              (status = 501, body = ErrorEnvelope, description = "media messages")),
+              (status = 413, body = ErrorEnvelope, description = "media `data` over `WAGATE_MEDIA_MAX_BYTES`")),
     security(("bearer" = [])))]
 pub async fn send(
     State(state): State<AppState>,
@@ -355,7 +445,7 @@ pub async fn send(
     let principal = auth.require(Capability::Send)?;
     let session = state.session(principal, &id).await?;
     let key = idempotency_key(&headers)?;
-    let request = req.parse()?;
+    let request = req.parse(&state)?;
     let (message, _new) = state.messages.send(&session, request, key).await?;
     Ok(message_response(StatusCode::ACCEPTED, &message))
 }
@@ -461,20 +551,22 @@ pub async fn revoke(state: &AppState, auth: &Auth, call_id: &str, body: &[u8]) -
 
 /// A message's media bytes
 ///
-/// The bytes with their `Content-Type`. 404 for a message without media (media messages are
-/// not supported in this version, so every message answers 404).
+/// The bytes with their `Content-Type`. 404 for a message without media, or whose media given
+/// by URL is not fetched yet.
 #[utoipa::path(get, path = "/api/v1/sessions/{session}/messages/{message}/media", tag = "messages",
     params(("session" = String, Path, description = "Session id"), ("message" = String, Path, description = "Message id")),
-    responses((status = 200, description = "The bytes", content_type = "application/octet-stream"), (status = 404, body = ErrorEnvelope)),
+    responses((status = 200, description = "The bytes, with the media's `Content-Type`", content_type = "application/octet-stream"), (status = 404, body = ErrorEnvelope)),
     security(("bearer" = [])))]
 pub async fn media(State(state): State<AppState>, Path((session_id, message_id)): Path<(String, String)>, auth: Auth) -> ApiResult<Response> {
     let principal = auth.require(Capability::Read)?;
     let session = state.session(principal, &session_id).await?;
     let message = session_message(&state, &session, &message_id).await?;
-    if message.media.is_none() {
+    let Some(media) = message.media.as_ref() else {
         return Err(ApiError::not_found("this message has no media"));
-    }
-    Err(ApiError::not_found("media bytes are not stored in this version"))
+    };
+    let bytes = state.messages.media_bytes(&message).await?.ok_or_else(|| ApiError::not_found("the media bytes are not stored (yet)"))?;
+    let content_type = HeaderValue::from_str(&media.mime_type).unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    Ok(([(header::CONTENT_TYPE, content_type)], bytes).into_response())
 }
 
 fn message_methods() -> &'static Methods {
@@ -626,9 +718,9 @@ pub async fn check_numbers(state: &AppState, auth: &Auth, id: &str, body: &[u8])
 
 /// A message arrives from a simulated phone
 ///
-/// `from` plus one content field as in sending (`text`, `location` or `contact`; media answers
-/// 501 in this version). Answers the stored inbound message; its `message.received` event is
-/// committed with it.
+/// `from` plus one content field as in sending (`text`, media by `data` or `url`, `location`
+/// or `contact`). Answers the stored inbound message; its `message.received` event is committed
+/// with it.
 #[utoipa::path(post, path = "/api/v1/sessions/{session}/sandbox:receive", tag = "sandbox",
     params(("session" = String, Path, description = "Session id (a sandbox session)")),
     request_body = ReceiveRequest,
@@ -656,7 +748,11 @@ pub async fn receive(state: &AppState, auth: &Auth, id: &str, body: &[u8]) -> Ap
         "text" => Content::Text(validate_text("text", req.text.as_deref().unwrap_or_default())?),
         "location" => Content::Location(location(req.location.expect("present"))?),
         "contact" => Content::Contact(contact(req.contact.expect("present"))?),
-        media => return Err(media_not_supported(media)),
+        "image" => received_media(state, "image", req.image.expect("present")).await?,
+        "video" => received_media(state, "video", req.video.expect("present")).await?,
+        "audio" => received_media(state, "audio", req.audio.expect("present")).await?,
+        "document" => received_media(state, "document", req.document.expect("present")).await?,
+        _ => received_media(state, "sticker", req.sticker.expect("present")).await?,
     };
     let push_name = optional_text("pushName", req.push_name, 256)?;
     let message = state.sandbox.receive(&session, from, push_name, content).await?;

@@ -336,6 +336,9 @@ pub struct MessageBody {
     pub contact: Option<ContactCard>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reaction: Option<ReactionInfo>,
+    /// Where the sender fetches the media of an outbound message before sending it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_url: Option<String>,
 }
 
 /// A stored message, in either direction. It serializes as the API's message resource (the
@@ -374,6 +377,9 @@ pub struct Message {
     pub contact: Option<ContactCard>,
     /// For `type: reaction`: the message reacted to and the emoji.
     pub reaction: Option<ReactionInfo>,
+    /// An outbound media message given by `url`: fetched by the sender (never shown).
+    #[serde(skip)]
+    pub media_url: Option<String>,
     pub reply_to: Option<ReplyRef>,
     /// Phone numbers (or JIDs when the number is unknown) mentioned in the text.
     pub mentions: Vec<String>,
@@ -399,6 +405,7 @@ impl Message {
             location: self.location.clone(),
             contact: self.contact.clone(),
             reaction: self.reaction.clone(),
+            media_url: self.media_url.clone(),
         }
     }
 }

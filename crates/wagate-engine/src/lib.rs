@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use wagate_core::{ContactCard, EngineKind, Identity, Jid, Location, MessageType, OrgId, Phone, SessionId, Timestamp};
+use wagate_core::{
+    ContactCard, EngineKind, Identity, Jid, Location, MediaInfo, MessageType, OrgId, Phone, SessionId, Timestamp,
+};
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -94,8 +96,8 @@ pub trait EventSink: Send + Sync + 'static {
 /// through an [`EventSink`]. Every WhatsApp id here is the id both ends share.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Traffic {
-    /// A message arrived.
-    Message(InboundMessage),
+    /// A message arrived (boxed: it is much larger than the other kinds).
+    Message(Box<InboundMessage>),
     /// Receipts: the messages `wa_message_ids` this session sent to `chat` moved on.
     Receipt { chat: Jid, wa_message_ids: Vec<String>, kind: ReceiptKind, at: Timestamp },
     /// `from` reacted to the message `target` of `chat` (`emoji` empty: the reaction was removed).
@@ -124,6 +126,8 @@ pub enum Content {
     Contact(ContactCard),
     /// A reaction to the message `target` (its WhatsApp id) of the same chat.
     Reaction { target: String, emoji: String },
+    /// An image, video, audio (voice note), document or sticker, with its bytes.
+    Media(MediaContent),
     /// A kind this gateway does not model; `raw` names it as the engine saw it.
     Unsupported { raw: String },
 }
@@ -135,8 +139,24 @@ impl Content {
             Content::Location(_) => MessageType::Location,
             Content::Contact(_) => MessageType::Contact,
             Content::Reaction { .. } => MessageType::Reaction,
+            Content::Media(media) => media.kind,
             Content::Unsupported { .. } => MessageType::Unsupported,
         }
+    }
+}
+
+/// Media with its bytes (plain, already downloaded and decrypted).
+#[derive(Clone, PartialEq)]
+pub struct MediaContent {
+    /// `image`, `video`, `audio`, `document` or `sticker`.
+    pub kind: MessageType,
+    pub info: MediaInfo,
+    pub bytes: Arc<[u8]>,
+}
+
+impl std::fmt::Debug for MediaContent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaContent").field("kind", &self.kind).field("info", &self.info).field("bytes", &self.bytes.len()).finish()
     }
 }
 

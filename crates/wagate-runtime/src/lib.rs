@@ -11,6 +11,7 @@
 
 pub mod api_keys;
 pub mod events;
+pub mod media;
 pub mod messages;
 pub mod metrics;
 pub mod sandbox;
@@ -22,7 +23,7 @@ mod testing;
 
 pub use api_keys::{ApiKeyService, CreateApiKey, CreatedApiKey};
 pub use events::{EventConfig, EventHub};
-pub use messages::{MessageService, MessageTraffic, MessagingConfig, SendContent, SendMessage};
+pub use messages::{MediaSource, MessageService, MessageTraffic, MessagingConfig, SendContent, SendMedia, SendMessage};
 pub use metrics::Metrics;
 pub use sandbox::{SandboxAction, SandboxService};
 pub use sessions::{CreateSession, SessionService};

@@ -24,32 +24,69 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use wagate_core::{
-    ContactCard, Direction, Jid, Location, Message, MessageError, MessageId, MessageStatus, MessageType, Phone,
-    ReactionInfo, ReplyRef, Session, SessionId, SessionStatus,
+    ContactCard, Direction, Jid, Location, MediaInfo, Message, MessageError, MessageId, MessageStatus, MessageType,
+    Phone, ReactionInfo, ReplyRef, Session, SessionId, SessionStatus,
 };
 use wagate_engine::{
-    ChatPresence, Content, EngineError, InboundMessage, Messaging, NumberCheck, OutboundMessage, Quoted, ReadMark,
-    ReceiptKind, Traffic, TrafficSink,
+    ChatPresence, Content, EngineError, InboundMessage, MediaContent, Messaging, NumberCheck, OutboundMessage, Quoted,
+    ReadMark, ReceiptKind, Traffic, TrafficSink,
 };
 use wagate_store::prelude::*;
 use wagate_store::{Accepted, Chat, Idempotency, MessageFilter, Page, PageRequest, ReactionRecord, StatusUpdate, StoreError};
 
+use crate::media::{BlobStore, FetchError, MediaFetcher, default_mime};
 use crate::supervisor::{SessionObserver, Supervisor, SupervisorError};
 
 /// The default pace of a session that sets none (`WAGATE_SEND_PER_MINUTE`).
 pub const DEFAULT_PER_MINUTE: u32 = 20;
+
+/// The default largest media (`WAGATE_MEDIA_MAX_BYTES`): 16 MiB.
+pub const DEFAULT_MEDIA_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// Settings of the message service.
 #[derive(Debug, Clone)]
 pub struct MessagingConfig {
     /// Messages per minute of a session whose `sendPolicy` sets none (1 to 600).
     pub default_per_minute: u32,
+    /// Where media bytes are kept (`<data dir>/media`); `None`: media is not supported.
+    pub media_dir: Option<std::path::PathBuf>,
+    /// The largest media accepted, sent or fetched.
+    pub media_max_bytes: usize,
+    /// Media URLs may point into loopback and private networks (as `WAGATE_WEBHOOK_ALLOW_PRIVATE`).
+    pub allow_private: bool,
 }
 
 impl Default for MessagingConfig {
     fn default() -> Self {
-        Self { default_per_minute: DEFAULT_PER_MINUTE }
+        Self { default_per_minute: DEFAULT_PER_MINUTE, media_dir: None, media_max_bytes: DEFAULT_MEDIA_MAX_BYTES, allow_private: false }
     }
+}
+
+/// Where the bytes of media to send come from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum MediaSource {
+    /// Given in the request (the hash stands for the bytes in the request hash).
+    Data {
+        sha256: String,
+        #[serde(skip)]
+        bytes: Vec<u8>,
+    },
+    /// Fetched by the sender before it sends.
+    Url(String),
+}
+
+/// Media to send.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendMedia {
+    /// `image`, `video`, `audio`, `document` or `sticker`.
+    pub kind: MessageType,
+    pub source: MediaSource,
+    pub mime_type: Option<String>,
+    pub filename: Option<String>,
+    pub caption: Option<String>,
+    pub voice: bool,
 }
 
 /// What a send carries besides the recipient.
@@ -61,6 +98,7 @@ pub enum SendContent {
     Contact(ContactCard),
     /// A reaction to the stored message `message_id` of the same session and chat.
     Reaction { message_id: MessageId, emoji: String },
+    Media(SendMedia),
 }
 
 /// A message to send, parsed at the edge.
@@ -107,11 +145,15 @@ pub struct MessageService {
     senders: Mutex<HashMap<SessionId, Arc<Sender>>>,
     me: Weak<MessageService>,
     closed: AtomicBool,
+    blobs: Option<Arc<BlobStore>>,
+    fetcher: MediaFetcher,
 }
 
 impl MessageService {
     /// The service; it also becomes the supervisor's traffic sink and status observer.
     pub fn new(store: Arc<dyn Store>, supervisor: Arc<Supervisor>, config: MessagingConfig) -> Arc<Self> {
+        let blobs = config.media_dir.clone().map(|dir| Arc::new(BlobStore::new(dir)));
+        let fetcher = MediaFetcher::new(config.allow_private, config.media_max_bytes);
         let service = Arc::new_cyclic(|me| Self {
             store: Arc::clone(&store),
             supervisor: Arc::clone(&supervisor),
@@ -119,8 +161,10 @@ impl MessageService {
             senders: Mutex::default(),
             me: me.clone(),
             closed: AtomicBool::new(false),
+            blobs: blobs.clone(),
+            fetcher,
         });
-        supervisor.set_traffic(Arc::new(MessageTraffic { store }));
+        supervisor.set_traffic(Arc::new(MessageTraffic { store, blobs }));
         let observer: Weak<dyn SessionObserver> = Arc::downgrade(&service) as Weak<dyn SessionObserver>;
         supervisor.set_observer(observer);
         service
@@ -218,6 +262,7 @@ impl MessageService {
             location: None,
             contact: None,
             reaction: None,
+            media_url: None,
             reply_to,
             mentions: request.mentions.iter().map(|p| p.as_str().to_owned()).collect(),
             edited: false,
@@ -246,6 +291,29 @@ impl MessageService {
                 message.kind = MessageType::Reaction;
                 message.reaction =
                     Some(ReactionInfo { message_id: Some(target.id), wa_message_id: target.wa_message_id, emoji });
+            }
+            SendContent::Media(media) => {
+                let blobs = self.blobs.as_ref().ok_or(EngineError::Unsupported("media"))?;
+                message.kind = media.kind;
+                let mut info = MediaInfo {
+                    mime_type: media.mime_type.unwrap_or_default(),
+                    filename: media.filename,
+                    size: 0,
+                    sha256: String::new(),
+                    caption: media.caption,
+                    voice: media.voice,
+                };
+                match media.source {
+                    MediaSource::Data { bytes, .. } => {
+                        info.sha256 = blobs.put(&bytes).await.map_err(|e| EngineError::Internal(format!("cannot store media: {e}")))?;
+                        info.size = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+                        if info.mime_type.is_empty() {
+                            default_mime(media.kind).clone_into(&mut info.mime_type);
+                        }
+                    }
+                    MediaSource::Url(url) => message.media_url = Some(url),
+                }
+                message.media = Some(info);
             }
         }
         match self.store.accept_outbound(&message, idempotency.as_ref()).await? {
@@ -427,7 +495,21 @@ impl MessageService {
         {
             typing(messaging, &next.chat, text).await;
         }
-        let outbound = self.outbound(&next).await;
+        let next = match self.fetch_pending_media(next).await {
+            Ok(next) => next,
+            Err(failed) => {
+                let (message, error) = *failed;
+                self.record(id, &message, MessageStatus::Failed, Some(&error)).await;
+                return Step::Sent;
+            }
+        };
+        let outbound = match self.outbound(&next).await {
+            Ok(outbound) => outbound,
+            Err(error) => {
+                self.record(id, &next, MessageStatus::Failed, Some(&error)).await;
+                return Step::Sent;
+            }
+        };
         let result = messaging.send(&outbound).await;
         match result {
             Ok(sent) => {
@@ -471,8 +553,70 @@ impl MessageService {
         }
     }
 
-    /// The engine's form of a stored outbound message.
-    async fn outbound(&self, message: &Message) -> OutboundMessage {
+    /// Fetches the media of a message given by URL and records it (the message with its
+    /// media), or the error that fails the message.
+    async fn fetch_pending_media(&self, message: Message) -> Result<Message, Box<(Message, MessageError)>> {
+        let Some(url) = message.media_url.clone() else { return Ok(message) };
+        let failed = |message: Message, e: FetchError| Err(Box::new((message, MessageError { code: e.code.into(), message: e.message })));
+        let Some(blobs) = self.blobs.as_ref() else {
+            return failed(message, FetchError { code: "unsupported", message: "media is not supported by this gateway".into() });
+        };
+        let (bytes, content_type) = match self.fetcher.fetch(&url).await {
+            Ok(fetched) => fetched,
+            Err(e) => return failed(message, e),
+        };
+        let sha256 = match blobs.put(&bytes).await {
+            Ok(sha) => sha,
+            Err(e) => return failed(message, FetchError { code: "media_unstored", message: format!("the media could not be stored: {e}") }),
+        };
+        let mut info = message.media.clone().unwrap_or(MediaInfo {
+            mime_type: String::new(),
+            filename: None,
+            size: 0,
+            sha256: String::new(),
+            caption: None,
+            voice: false,
+        });
+        info.sha256 = sha256;
+        info.size = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+        if info.mime_type.is_empty() {
+            info.mime_type = content_type.unwrap_or_else(|| default_mime(message.kind).to_owned());
+        }
+        match self.store.set_media(&message.id, &info, wagate_core::now()).await {
+            Ok(Some(updated)) => Ok(updated),
+            Ok(None) => failed(message, FetchError { code: "media_unstored", message: "the message is gone".into() }),
+            Err(e) => failed(message, FetchError { code: "media_unstored", message: format!("the media could not be recorded: {e}") }),
+        }
+    }
+
+    /// The bytes of a message's media, when stored.
+    pub async fn media_bytes(&self, message: &Message) -> Result<Option<Vec<u8>>, SupervisorError> {
+        let (Some(media), Some(blobs)) = (message.media.as_ref(), self.blobs.as_ref()) else { return Ok(None) };
+        blobs.get(&media.sha256).await.map_err(|e| EngineError::Internal(format!("cannot read media: {e}")).into())
+    }
+
+    /// Fetches media by URL (the sandbox's `receive`): the bytes and their `Content-Type`.
+    /// `Invalid` naming `field` when it cannot be fetched.
+    pub async fn fetch_media(&self, field: &'static str, url: &str) -> Result<(Vec<u8>, Option<String>), SupervisorError> {
+        self.fetcher.fetch(url).await.map_err(|e| invalid(field, e.message))
+    }
+
+    /// The largest media accepted.
+    pub fn media_max_bytes(&self) -> usize {
+        self.config.media_max_bytes
+    }
+
+    /// The engine's form of a stored outbound message; the error that fails it when its media
+    /// bytes are gone.
+    async fn outbound(&self, message: &Message) -> Result<OutboundMessage, MessageError> {
+        if message.kind.has_media() {
+            let missing = || MessageError { code: "media_missing".into(), message: "the media bytes are not stored".into() };
+            let info = message.media.clone().ok_or_else(missing)?;
+            let blobs = self.blobs.as_ref().ok_or_else(missing)?;
+            let bytes = blobs.get(&info.sha256).await.ok().flatten().ok_or_else(missing)?;
+            let content = Content::Media(MediaContent { kind: message.kind, info, bytes: bytes.into() });
+            return Ok(self.outbound_with(message, content).await);
+        }
         let content = match message.kind {
             MessageType::Location => message.location.clone().map(Content::Location),
             MessageType::Contact => message.contact.clone().map(Content::Contact),
@@ -483,6 +627,10 @@ impl MessageService {
             _ => None,
         }
         .unwrap_or_else(|| Content::Text(message.text.clone().unwrap_or_default()));
+        Ok(self.outbound_with(message, content).await)
+    }
+
+    async fn outbound_with(&self, message: &Message, content: Content) -> OutboundMessage {
         let reply_to = match &message.reply_to {
             None => None,
             Some(reply) => {
@@ -539,11 +687,13 @@ impl SessionObserver for MessageService {
 /// each with its event.
 pub struct MessageTraffic {
     store: Arc<dyn Store>,
+    /// Where inbound media bytes go (`None`: media is stored without its bytes).
+    blobs: Option<Arc<BlobStore>>,
 }
 
 impl MessageTraffic {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn Store>, blobs: Option<Arc<BlobStore>>) -> Self {
+        Self { store, blobs }
     }
 
     async fn store_traffic(&self, session: &Session, traffic: Traffic) -> Result<(), StoreError> {
@@ -555,7 +705,7 @@ impl MessageTraffic {
                     self.store.record_reaction(&session.org, id, &reaction).await?;
                     return Ok(());
                 }
-                let message = self.inbound(session, inbound).await?;
+                let message = self.inbound(session, *inbound).await?;
                 self.store.insert_inbound(&message).await?;
             }
             Traffic::Receipt { wa_message_ids, kind, at, .. } => {
@@ -610,6 +760,7 @@ impl MessageTraffic {
             location: None,
             contact: None,
             reaction: None,
+            media_url: None,
             reply_to,
             mentions: inbound.mentions.iter().map(|j| j.phone().map_or_else(|| j.to_string(), |p| p.to_string())).collect(),
             edited: false,
@@ -626,6 +777,18 @@ impl MessageTraffic {
             Content::Contact(contact) => message.contact = Some(contact),
             Content::Reaction { .. } => {}
             Content::Unsupported { raw } => tracing::debug!(session = %session.id, %raw, "an unsupported kind of message stored"),
+            Content::Media(media) => {
+                let mut info = media.info;
+                info.size = u64::try_from(media.bytes.len()).unwrap_or(u64::MAX);
+                match &self.blobs {
+                    Some(blobs) => match blobs.put(&media.bytes).await {
+                        Ok(sha) => info.sha256 = sha,
+                        Err(e) => tracing::error!(session = %session.id, error = %e, "cannot store inbound media bytes"),
+                    },
+                    None => tracing::warn!(session = %session.id, "inbound media stored without its bytes: no media directory"),
+                }
+                message.media = Some(info);
+            }
         }
         Ok(message)
     }

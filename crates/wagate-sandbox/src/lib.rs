@@ -153,16 +153,16 @@ impl Network {
         }
     }
 
-    /// Holds `pending` for the offline number `key`; gives it back when the number's session
-    /// came online meanwhile (deliver it then).
-    fn hold(&self, key: (OrgId, Phone), pending: Pending) -> Result<(), (Arc<Inner>, Pending)> {
+    /// Holds `pending` for the offline number `key`; gives it back with the number's session
+    /// when that came online meanwhile (deliver it then).
+    fn hold(&self, key: (OrgId, Phone), pending: Pending) -> Option<(Arc<Inner>, Pending)> {
         let mut waiting = lock(&self.pending);
         let online = lock(&self.peers).get(&key).and_then(Weak::upgrade).filter(|p| p.connected.load(Ordering::Acquire));
         if let Some(peer) = online {
-            return Err((peer, pending));
+            return Some((peer, pending));
         }
         waiting.entry(key).or_default().push(pending);
-        Ok(())
+        None
     }
 
     /// Removes `inner` from the network (not a later session that took its number), with what
@@ -459,7 +459,7 @@ impl Inner {
         match self.network.reach(self, chat) {
             Reach::Online(peer) => peer.arrive(held).await,
             Reach::Offline(key) => {
-                if let Err((peer, held)) = self.network.hold(key, held) {
+                if let Some((peer, held)) = self.network.hold(key, held) {
                     peer.arrive(held).await;
                 }
             }
@@ -724,7 +724,7 @@ impl SandboxControl for SandboxSession {
             reply_to: None,
             mentions: Vec::new(),
         };
-        inner.traffic.deliver(&inner.id, Traffic::Message(message)).await;
+        inner.traffic.deliver(&inner.id, Traffic::Message(Box::new(message))).await;
         Ok(wa_message_id)
     }
 }
@@ -750,7 +750,7 @@ impl Messaging for SandboxSession {
                 emoji: emoji.clone(),
                 at,
             },
-            content => Traffic::Message(InboundMessage {
+            content => Traffic::Message(Box::new(InboundMessage {
                 wa_message_id: message.wa_message_id.clone(),
                 chat: my_jid.clone(),
                 from: my_jid.clone(),
@@ -760,7 +760,7 @@ impl Messaging for SandboxSession {
                 content: content.clone(),
                 reply_to: message.reply_to.as_ref().map(|q| q.wa_message_id.clone()),
                 mentions: message.mentions.clone(),
-            }),
+            })),
         };
         let receipt = Traffic::Receipt {
             chat: message.chat.clone(),

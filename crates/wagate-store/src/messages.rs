@@ -12,8 +12,8 @@
 use async_trait::async_trait;
 use serde::Serialize;
 use wagate_core::{
-    Direction, Event, EventType, Jid, Message, MessageError, MessageId, MessageStatus, NewEvent, OrgId, SessionId,
-    Timestamp,
+    Direction, Event, EventType, Jid, MediaInfo, Message, MessageError, MessageId, MessageStatus, NewEvent, OrgId,
+    SessionId, Timestamp,
 };
 
 use crate::{Page, PageRequest, Result};
@@ -112,6 +112,10 @@ pub trait MessageStore: Send + Sync {
 
     /// Up to `limit` of the session's `queued` messages, oldest first: the send queue.
     async fn queued_messages(&self, session: &SessionId, limit: u32) -> Result<Vec<Message>>;
+
+    /// Records the media fetched for an outbound message given by URL (the URL is then
+    /// forgotten). `Ok(None)` when there is no such message.
+    async fn set_media(&self, id: &MessageId, media: &MediaInfo, at: Timestamp) -> Result<Option<Message>>;
 
     /// The sessions with queued messages (resumed senders at start-up).
     async fn sessions_with_queued(&self) -> Result<Vec<SessionId>>;

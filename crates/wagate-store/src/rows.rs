@@ -409,6 +409,7 @@ impl MessageRow {
             location: body.location,
             contact: body.contact,
             reaction: body.reaction,
+            media_url: body.media_url,
             reply_to,
             mentions,
             edited: self.edited,

@@ -413,6 +413,9 @@ pub(crate) const UNREAD_INBOUND: &str = concat!(
 pub(crate) const MARK_READ: &str = "UPDATE messages SET status = 'read', updated_at = $3 \
      WHERE session_id = $1 AND id = $2 AND direction = 'inbound' AND status = 'received'";
 
+/// `$1` id, `$2` body, `$3` updated_at.
+pub(crate) const SET_MESSAGE_BODY: &str = "UPDATE messages SET body = $2, updated_at = $3 WHERE id = $1";
+
 /// `$1` id, `$2` text, `$3` updated_at.
 pub(crate) const EDIT_MESSAGE: &str = "UPDATE messages SET text = $2, edited = TRUE, updated_at = $3 WHERE id = $1";
 

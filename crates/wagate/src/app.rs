@@ -132,7 +132,7 @@ impl Application {
         let events = Arc::clone(&state.events);
         let webhooks = Arc::clone(&state.webhooks);
         let messages = Arc::clone(&state.messages);
-        let limits = HttpLimits::default();
+        let limits = HttpLimits::with_media(messages.media_max_bytes());
         let router = wagate_api::router(state, limits);
         tracing::info!(addr = %listener.local_addr()?, "wagate listening");
         // Open event streams never end by themselves: end them when shutdown begins, so that

@@ -131,6 +131,9 @@ pub struct Layer {
     /// Messages a session sends per minute unless its sendPolicy says otherwise, 1 to 600 [default: 20]
     #[arg(long)]
     pub send_per_minute: Option<u32>,
+    /// Largest media a message may carry, sent or received, in bytes [default: 16777216]
+    #[arg(long)]
+    pub media_max_bytes: Option<u64>,
 }
 
 impl std::str::FromStr for Secret {
@@ -170,6 +173,7 @@ impl Layer {
             webhook_allow_private: other.webhook_allow_private.or(self.webhook_allow_private),
             webhook_workers: other.webhook_workers.or(self.webhook_workers),
             send_per_minute: other.send_per_minute.or(self.send_per_minute),
+            media_max_bytes: other.media_max_bytes.or(self.media_max_bytes),
         }
     }
 
@@ -229,6 +233,7 @@ impl Layer {
                 None => None,
                 Some(v) => Some(v.trim().parse().map_err(|_| "WAGATE_SEND_PER_MINUTE must be an integer from 1 to 600")?),
             },
+            media_max_bytes: positive("WAGATE_MEDIA_MAX_BYTES", "number of bytes")?,
         })
     }
 
@@ -313,7 +318,16 @@ impl Config {
         if !(1..=600).contains(&default_per_minute) {
             return Err(format!("WAGATE_SEND_PER_MINUTE must be an integer from 1 to 600, not {default_per_minute}"));
         }
-        let messaging = wagate_runtime::MessagingConfig { default_per_minute };
+        let media_max_bytes = l
+            .media_max_bytes
+            .map_or(wagate_runtime::messages::DEFAULT_MEDIA_MAX_BYTES, |n| usize::try_from(n).unwrap_or(usize::MAX))
+            .clamp(1, 1 << 30);
+        let messaging = wagate_runtime::MessagingConfig {
+            default_per_minute,
+            media_dir: Some(data_dir.join("media")),
+            media_max_bytes,
+            allow_private: webhooks.allow_private,
+        };
         Ok(Config {
             messaging,
             webhooks,

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use sqlx::{PgConnection, Postgres, Transaction};
-use wagate_core::{Event, Jid, Message, MessageId, OrgId, SessionId, Timestamp};
+use wagate_core::{Event, Jid, MediaInfo, Message, MessageId, OrgId, SessionId, Timestamp};
 
 use super::{PostgresStore, events};
 use crate::messages::{
@@ -232,6 +232,25 @@ impl MessageStore for PostgresStore {
             .await
             .map_err(db_err)?;
         collect(rows)
+    }
+
+    async fn set_media(&self, id: &MessageId, media: &MediaInfo, at: Timestamp) -> Result<Option<Message>> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let Some(mut message) = by_id(&mut tx, id.as_str()).await? else {
+            return Ok(None);
+        };
+        message.media = Some(media.clone());
+        message.media_url = None;
+        message.updated_at = at;
+        sqlx::query(sql::SET_MESSAGE_BODY)
+            .bind(message.id.as_str())
+            .bind(json(&message.body()))
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(Some(message))
     }
 
     async fn sessions_with_queued(&self) -> Result<Vec<SessionId>> {

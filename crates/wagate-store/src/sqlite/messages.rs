@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use sqlx::SqliteConnection;
-use wagate_core::{Event, Jid, Message, MessageId, OrgId, SessionId, Timestamp};
+use wagate_core::{Event, Jid, MediaInfo, Message, MessageId, OrgId, SessionId, Timestamp};
 
 use super::{SqliteStore, WriteTx, events};
 use crate::messages::{
@@ -200,6 +200,25 @@ impl MessageStore for SqliteStore {
             .await
             .map_err(db_err)?;
         collect(rows)
+    }
+
+    async fn set_media(&self, id: &MessageId, media: &MediaInfo, at: Timestamp) -> Result<Option<Message>> {
+        let mut tx = self.begin_write().await?;
+        let Some(mut message) = by_id(tx.conn().await?, id.as_str()).await? else {
+            return Ok(None);
+        };
+        message.media = Some(media.clone());
+        message.media_url = None;
+        message.updated_at = at;
+        sqlx::query(sql::SET_MESSAGE_BODY)
+            .bind(message.id.as_str())
+            .bind(json(&message.body()))
+            .bind(at)
+            .execute(tx.conn().await?)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await?;
+        Ok(Some(message))
     }
 
     async fn sessions_with_queued(&self) -> Result<Vec<SessionId>> {

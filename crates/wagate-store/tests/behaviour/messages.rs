@@ -36,6 +36,7 @@ fn message(session: &Session, direction: Direction, chat: &str, text: &str, at: 
         location: None,
         contact: None,
         reaction: None,
+        media_url: None,
         reply_to: None,
         mentions: vec!["628222222222".to_owned()],
         edited: false,

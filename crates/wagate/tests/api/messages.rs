@@ -8,6 +8,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use wagate::config::Layer;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+
 use crate::helpers::{Answer, Backend, TestApp, spawn_app, spawn_app_with};
 
 /// A started sandbox session paired with `phone` and connected.
@@ -301,7 +304,18 @@ async fn bad_sends_are_validation_errors_naming_the_field() {
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body}: {}", String::from_utf8_lossy(&answer.bytes));
         answer.assert_validation(field);
     }
-    app.post(&path, json!({"to": "628222222222", "image": {"url": "https://example.com/a.png"}})).await.assert_error(501, "not_implemented");
+    for (body, field) in [
+        (json!({"to": "628222222222", "image": {}}), "image"),
+        (json!({"to": "628222222222", "image": {"url": "https://example.com/a.png", "data": "aGk="}}), "image"),
+        (json!({"to": "628222222222", "image": {"data": "not base64!"}}), "image.data"),
+        (json!({"to": "628222222222", "image": {"data": ""}}), "image.data"),
+        (json!({"to": "628222222222", "image": {"url": "file:///etc/passwd"}}), "image.url"),
+        (json!({"to": "628222222222", "image": {"data": "aGk=", "voice": true}}), "image.voice"),
+        (json!({"to": "628222222222", "image": {"data": "aGk=", "mimeType": "png"}}), "image.mimeType"),
+        (json!({"to": "628222222222", "image": {"data": "aGk=", "size": 2}}), "image.size"),
+    ] {
+        app.post(&path, body.clone()).await.assert_validation(field);
+    }
     let list = format!("/api/v1/sessions/{a}/messages");
     app.get(&format!("{list}?direction=sideways")).await.assert_validation("direction");
     app.get(&format!("{list}?chatId=nobody")).await.assert_validation("chatId");
@@ -441,4 +455,91 @@ async fn a_message_to_a_stopped_sandbox_session_waits_for_it_and_is_delivered_wh
     poll(&app, &format!("/api/v1/sessions/{a}/messages/{second_id}"), |m| m["status"] == "delivered").await;
     let texts: Vec<String> = inbound(&app, &b).await.iter().map(|m| m["text"].as_str().unwrap().to_owned()).collect();
     assert_eq!(texts, ["while you were out", "and again"]);
+}
+
+/// A local server answering `GET /file` with `bytes` as `content_type`.
+async fn serve_file(bytes: Vec<u8>, content_type: &'static str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/file",
+        axum::routing::get(move || {
+            let bytes = bytes.clone();
+            async move { ([(axum::http::header::CONTENT_TYPE, content_type)], bytes) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/file")
+}
+
+#[tokio::test]
+async fn media_by_data_and_by_url_arrive_with_their_bytes_unchanged() {
+    let overrides = Layer { webhook_allow_private: Some(true), ..Layer::default() };
+    let app = spawn_app_with(Backend::Sqlite, overrides).await.unwrap();
+    let a = connected(&app, "628111111111").await;
+    let b = connected(&app, "628222222222").await;
+    let image: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let sent = send(&app, &a, json!({"to": "628222222222", "image": {"data": STANDARD.encode(&image), "mimeType": "image/png", "caption": "chart", "filename": "chart.png"}})).await;
+    assert_eq!(sent["type"], "image");
+    assert_eq!(sent["media"]["size"], 70_000);
+    assert_eq!(sent["media"]["mimeType"], "image/png");
+    assert_eq!(sent["media"]["sha256"].as_str().unwrap().len(), 64);
+    let voice: Vec<u8> = b"OggS voice note bytes".to_vec();
+    let url = serve_file(voice.clone(), "audio/ogg").await;
+    let by_url = send(&app, &a, json!({"to": "628222222222", "audio": {"url": url, "voice": true}})).await;
+    assert_eq!(by_url["media"]["size"], 0, "not fetched yet");
+    let by_url_id = by_url["id"].as_str().unwrap();
+    let done = poll(&app, &format!("/api/v1/sessions/{a}/messages/{by_url_id}"), |m| m["status"] == "delivered").await;
+    assert_eq!(done["media"]["size"], voice.len());
+    assert_eq!(done["media"]["mimeType"], "audio/ogg", "from the answer's Content-Type");
+
+    let got = poll(&app, &format!("/api/v1/sessions/{b}/messages?direction=inbound"), |v| v["messages"].as_array().is_some_and(|m| m.len() == 2)).await;
+    let mut got = got["messages"].as_array().unwrap().clone();
+    got.reverse();
+    assert_eq!(got[0]["type"], "image");
+    assert_eq!(got[0]["media"]["caption"], "chart");
+    assert_eq!(got[0]["media"]["filename"], "chart.png");
+    assert_eq!(got[1]["type"], "audio");
+    assert_eq!(got[1]["media"]["voice"], true);
+    for (m, bytes, ct) in [(&got[0], &image, "image/png"), (&got[1], &voice, "audio/ogg")] {
+        let id = m["id"].as_str().unwrap();
+        let a = app.get(&format!("/api/v1/sessions/{b}/messages/{id}/media")).await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert_eq!(a.headers["content-type"], ct);
+        assert_eq!(&a.bytes, bytes, "the bytes unchanged");
+    }
+    let own = app.get(&format!("/api/v1/sessions/{a}/messages/{}/media", sent["id"].as_str().unwrap())).await;
+    assert_eq!(own.bytes, image);
+    // A text message has no media.
+    let text = send(&app, &a, json!({"to": "628222222222", "text": "x"})).await;
+    app.get(&format!("/api/v1/sessions/{a}/messages/{}/media", text["id"].as_str().unwrap())).await.assert_error(404, "not_found");
+
+    // sandbox:receive takes the media shapes too.
+    let doc = app.post(&format!("/api/v1/sessions/{a}/sandbox:receive"), json!({"from": "628333333333", "document": {"data": STANDARD.encode(b"%PDF-1.7"), "filename": "a.pdf", "mimeType": "application/pdf"}})).await;
+    assert_eq!(doc.status, StatusCode::OK, "{}", String::from_utf8_lossy(&doc.bytes));
+    let doc = doc.json();
+    let bytes = app.get(&format!("/api/v1/sessions/{a}/messages/{}/media", doc["id"].as_str().unwrap())).await;
+    assert_eq!(bytes.bytes, b"%PDF-1.7");
+}
+
+#[tokio::test]
+async fn media_over_the_limit_or_out_of_reach_fails() {
+    let overrides = Layer { media_max_bytes: Some(1_000), ..Layer::default() };
+    let app = spawn_app_with(Backend::Sqlite, overrides).await.unwrap();
+    let a = connected(&app, "628111111111").await;
+    let big = STANDARD.encode(vec![1u8; 1_001]);
+    let answer = app.post(&format!("/api/v1/sessions/{a}/messages"), json!({"to": "628222222222", "image": {"data": big}})).await;
+    answer.assert_error(413, "payload_too_large");
+    let huge = STANDARD.encode(vec![1u8; 100_000]);
+    app.post(&format!("/api/v1/sessions/{a}/messages"), json!({"to": "628222222222", "image": {"data": huge}})).await.assert_error(413, "payload_too_large");
+    let fits = send(&app, &a, json!({"to": "628222222222", "image": {"data": STANDARD.encode(vec![1u8; 1_000])}})).await;
+    assert_eq!(fits["media"]["mimeType"], "image/jpeg", "the default of its kind");
+    // Loopback is refused without WAGATE_WEBHOOK_ALLOW_PRIVATE: the message fails with the reason.
+    let url = serve_file(vec![1, 2, 3], "image/png").await;
+    let m = send(&app, &a, json!({"to": "628222222222", "image": {"url": url}})).await;
+    let id = m["id"].as_str().unwrap();
+    let failed = poll(&app, &format!("/api/v1/sessions/{a}/messages/{id}"), |m| m["status"] == "failed").await;
+    assert_eq!(failed["error"]["code"], "media_unreachable", "{failed}");
+    let failed_events = poll_events(&app, &a, "message.status", 1).await;
+    assert!(failed_events.iter().any(|e| e["data"]["status"] == "failed" && e["data"]["error"]["code"] == "media_unreachable"));
 }
