@@ -516,6 +516,7 @@ pub async fn get(state: &AppState, auth: &Auth, call_id: &str) -> ApiResult<Resp
     request_body = EditRequest,
     responses((status = 200, body = Message), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
               (status = 409, body = ErrorEnvelope, description = "not an own sent text message, revoked, or the session is not running"),
+              (status = 501, body = ErrorEnvelope, description = "the session's engine does not offer messaging"),
               (status = 502, body = ErrorEnvelope, description = "the session is not connected")),
     security(("bearer" = [])))]
 pub async fn edit(state: &AppState, auth: &Auth, call_id: &str, body: &[u8]) -> ApiResult<Response> {
@@ -537,6 +538,7 @@ pub async fn edit(state: &AppState, auth: &Auth, call_id: &str, body: &[u8]) -> 
     params(("session" = String, Path, description = "Session id"), ("message" = String, Path, description = "Message id")),
     responses((status = 200, body = Message), (status = 404, body = ErrorEnvelope),
               (status = 409, body = ErrorEnvelope, description = "not an own sent message, or the session is not running"),
+              (status = 501, body = ErrorEnvelope, description = "the session's engine does not offer messaging"),
               (status = 502, body = ErrorEnvelope, description = "the session is not connected")),
     security(("bearer" = [])))]
 pub async fn revoke(state: &AppState, auth: &Auth, call_id: &str, body: &[u8]) -> ApiResult<Response> {
@@ -555,7 +557,7 @@ pub async fn revoke(state: &AppState, auth: &Auth, call_id: &str, body: &[u8]) -
 /// by URL is not fetched yet.
 #[utoipa::path(get, path = "/api/v1/sessions/{session}/messages/{message}/media", tag = "messages",
     params(("session" = String, Path, description = "Session id"), ("message" = String, Path, description = "Message id")),
-    responses((status = 200, description = "The bytes, with the media's `Content-Type`", content_type = "application/octet-stream"), (status = 404, body = ErrorEnvelope)),
+    responses((status = 200, description = "The bytes, with the media's `Content-Type`", content_type = "*/*"), (status = 404, body = ErrorEnvelope)),
     security(("bearer" = [])))]
 pub async fn media(State(state): State<AppState>, Path((session_id, message_id)): Path<(String, String)>, auth: Auth) -> ApiResult<Response> {
     let principal = auth.require(Capability::Read)?;
@@ -629,6 +631,7 @@ fn parse_chat(raw: &str) -> ApiResult<Jid> {
     params(("session" = String, Path, description = "Session id"), ("chat" = String, Path, description = "The chat's JID")),
     responses((status = 200, body = MarkReadView), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
               (status = 409, body = ErrorEnvelope, description = "the session is not running"),
+              (status = 501, body = ErrorEnvelope, description = "the session's engine does not offer messaging"),
               (status = 502, body = ErrorEnvelope, description = "the session is not connected")),
     security(("bearer" = [])))]
 pub async fn mark_read(state: &AppState, auth: &Auth, call_id: &str, body: &[u8]) -> ApiResult<Response> {
@@ -649,6 +652,7 @@ pub async fn mark_read(state: &AppState, auth: &Auth, call_id: &str, body: &[u8]
     request_body = PresenceRequest,
     responses((status = 200, description = "`{}`"), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
               (status = 409, body = ErrorEnvelope, description = "the session is not running"),
+              (status = 501, body = ErrorEnvelope, description = "the session's engine does not offer messaging"),
               (status = 502, body = ErrorEnvelope, description = "the session is not connected")),
     security(("bearer" = [])))]
 pub async fn presence(state: &AppState, auth: &Auth, call_id: &str, body: &[u8]) -> ApiResult<Response> {
@@ -693,6 +697,7 @@ pub async fn chat_segment(
     request_body = CheckNumbersRequest,
     responses((status = 200, body = CheckNumbersView), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
               (status = 409, body = ErrorEnvelope, description = "the session is not running"),
+              (status = 501, body = ErrorEnvelope, description = "the session's engine does not offer messaging"),
               (status = 502, body = ErrorEnvelope, description = "the session is not connected")),
     security(("bearer" = [])))]
 pub async fn check_numbers(state: &AppState, auth: &Auth, id: &str, body: &[u8]) -> ApiResult<Response> {
@@ -726,6 +731,7 @@ pub async fn check_numbers(state: &AppState, auth: &Auth, id: &str, body: &[u8])
     request_body = ReceiveRequest,
     responses((status = 200, body = Message), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
               (status = 409, body = ErrorEnvelope, description = "the session is not running"),
+              (status = 501, body = ErrorEnvelope, description = "the session's engine does not offer messaging"),
               (status = 502, body = ErrorEnvelope, description = "the session is not connected")),
     security(("bearer" = [])))]
 pub async fn receive(state: &AppState, auth: &Auth, id: &str, body: &[u8]) -> ApiResult<Response> {
