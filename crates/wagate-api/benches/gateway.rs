@@ -72,7 +72,8 @@ async fn fixture() -> Fixture {
     let metrics = Arc::new(Metrics::default());
     let events = wagate_runtime::EventHub::start(Arc::clone(&store), Arc::clone(&metrics), Default::default()).await.unwrap();
     let webhooks = Arc::new(wagate_runtime::WebhookService::new(Arc::clone(&store), Arc::clone(&metrics), Default::default()));
-    let state = AppState::new(store, auth, supervisor, metrics, events, webhooks);
+    let messages = wagate_runtime::MessageService::new(Arc::clone(&store), Arc::clone(&supervisor), Default::default());
+    let state = AppState::new(store, auth, supervisor, metrics, events, webhooks, messages);
     let mut c = claims("bench", "admin");
     c["exp"] = serde_json::json!(wagate_auth::testing::now_secs() + 3600 * 24);
     Fixture {

@@ -196,6 +196,9 @@ impl From<EngineError> for ApiError {
             EngineError::RateLimited { retry_after } => {
                 ApiError::rate_limited(retry_after.map(|d| d.as_secs()).unwrap_or(60))
             }
+            EngineError::Refused { code, message } => {
+                ApiError::new(ErrorCode::Conflict, format!("WhatsApp refused: {message}")).with_detail("reason", code)
+            }
             EngineError::Unsupported(what) => {
                 ApiError::new(ErrorCode::NotImplemented, format!("{what} is not supported by this session's engine"))
             }

@@ -24,6 +24,7 @@ pub mod custom;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod messages;
 pub mod middleware;
 pub mod openapi;
 pub mod ops;
@@ -42,16 +43,37 @@ pub use state::AppState;
 /// Limits applied to every request.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpLimits {
-    /// Largest accepted request body (64 KiB by default; media routes will raise it).
+    /// Largest accepted request body (64 KiB by default) except on the routes that take media.
     pub body_bytes: usize,
+    /// Largest body of a send or `sandbox:receive`, which may carry media in base64.
+    pub media_body_bytes: usize,
     /// Longest a request may take before it is answered 504 `timeout`.
     pub request_timeout: Duration,
 }
 
 impl Default for HttpLimits {
     fn default() -> Self {
-        Self { body_bytes: 64 * 1024, request_timeout: Duration::from_secs(30) }
+        Self::with_media(wagate_runtime::messages::DEFAULT_MEDIA_MAX_BYTES)
     }
+}
+
+impl HttpLimits {
+    /// The default limits, with bodies that carry up to `media_max_bytes` of media (in base64,
+    /// plus the rest of the request) on the routes that take media.
+    pub fn with_media(media_max_bytes: usize) -> Self {
+        Self {
+            body_bytes: 64 * 1024,
+            media_body_bytes: media_max_bytes.saturating_add(2) / 3 * 4 + 64 * 1024,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Whether a request may carry media (a send, or a message arriving in the sandbox).
+pub(crate) fn takes_media(method: &axum::http::Method, path: &str) -> bool {
+    method == axum::http::Method::POST
+        && path.starts_with("/api/v1/sessions/")
+        && (path.ends_with("/messages") || path.ends_with("/sandbox:receive"))
 }
 
 /// The whole HTTP application.
@@ -61,7 +83,15 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/api/v1/sessions/{segment}", any(sessions::segment))
         .route("/api/v1/sessions/{session}/qr", get(sessions::qr))
         .route("/api/v1/sessions/{session}/me", get(sessions::me))
-        .route("/api/v1/sessions/{session}/{action}", any(sandbox::dispatch))
+        .route(
+            "/api/v1/sessions/{session}/messages",
+            post(messages::send).layer(DefaultBodyLimit::max(limits.media_body_bytes)).get(messages::list),
+        )
+        .route("/api/v1/sessions/{session}/messages/{segment}", any(messages::message_segment))
+        .route("/api/v1/sessions/{session}/messages/{message}/media", get(messages::media))
+        .route("/api/v1/sessions/{session}/chats", get(messages::chats))
+        .route("/api/v1/sessions/{session}/chats/{segment}", any(messages::chat_segment))
+        .route("/api/v1/sessions/{session}/{action}", any(sandbox::dispatch).layer(DefaultBodyLimit::max(limits.media_body_bytes)))
         .route("/api/v1/{collection}", any(collection))
         .route("/api/v1/webhooks", post(webhooks::create).get(webhooks::list))
         .route("/api/v1/webhooks/{segment}", any(webhooks::segment))
@@ -116,7 +146,7 @@ pub fn with_common_layers(api: Router, metrics: Arc<Metrics>, limits: HttpLimits
                 .layer(trace)
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .layer(axum::middleware::from_fn_with_state(metrics, middleware::record_metrics))
-                .layer(axum::middleware::from_fn_with_state(limits.body_bytes, middleware::refuse_declared_oversize))
+                .layer(axum::middleware::from_fn_with_state(limits, middleware::refuse_declared_oversize))
                 .layer(axum::middleware::from_fn(middleware::envelope_errors))
                 .layer(CatchPanicLayer::custom(middleware::panic_response))
                 .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, limits.request_timeout)),

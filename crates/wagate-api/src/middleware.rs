@@ -102,7 +102,8 @@ pub fn panic_response(_err: Box<dyn std::any::Any + Send + 'static>) -> Response
 
 /// Answers 413 at once when the declared `Content-Length` is over `limit`, before anything
 /// reads the body (so no `100 Continue` is ever sent for it).
-pub async fn refuse_declared_oversize(State(limit): State<usize>, req: Request, next: Next) -> Response {
+pub async fn refuse_declared_oversize(State(limits): State<crate::HttpLimits>, req: Request, next: Next) -> Response {
+    let limit = if crate::takes_media(req.method(), req.uri().path()) { limits.media_body_bytes } else { limits.body_bytes };
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -7,7 +7,7 @@ use utoipa::openapi::{Ref, RefOr, ResponseBuilder};
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::{Modify, OpenApi};
 
-use crate::{error, events, ops, sandbox, sessions, wawp, webhooks};
+use crate::{error, events, messages, ops, sandbox, sessions, wawp, webhooks};
 
 struct BearerAuth;
 
@@ -85,7 +85,9 @@ impl Modify for CommonResponses {
         sessions::create, sessions::list, sessions::get, sessions::patch, sessions::delete,
         sessions::start, sessions::stop, sessions::restart, sessions::logout,
         sessions::qr, sessions::request_pairing_code, sessions::me,
-        sandbox::scan_qr, sandbox::enter_pairing_code, sandbox::disconnect, sandbox::unlink,
+        sandbox::scan_qr, sandbox::enter_pairing_code, sandbox::disconnect, sandbox::unlink, messages::receive,
+        messages::send, messages::list, messages::get, messages::edit, messages::revoke, messages::media,
+        messages::chats, messages::mark_read, messages::presence, messages::check_numbers,
         events::list, events::get, events::stream,
         webhooks::create, webhooks::list, webhooks::get, webhooks::patch, webhooks::delete,
         webhooks::rotate_secret, webhooks::test, webhooks::replay,
@@ -99,6 +101,7 @@ impl Modify for CommonResponses {
         (name = "sessions", description = "A session is one attached (or to-be-attached) WhatsApp number, scoped to an organization."),
         (name = "pairing", description = "Attach a number by QR code or by phone pairing code."),
         (name = "sandbox", description = "Controls of the simulated network; only for `sandbox` sessions."),
+        (name = "messages", description = "Messages in and out: a durable, paced send queue per session, every change an event (`message.received`, `message.status`, `message.reaction`, `message.edited`, `message.revoked`)."),
         (name = "events", description = "The event log: every change a client can observe, committed with the change itself. Webhooks and the stream read it."),
         (name = "webhooks", description = include_str!("webhooks_description.md")),
         (name = "wawp", description = "The wawp.net-compatible v2 surface."),

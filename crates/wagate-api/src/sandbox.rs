@@ -107,7 +107,7 @@ where
     state.sandbox.check(&session)?;
     let action = make(parse_json(body)?)?;
     let session = state.sandbox.act(&session, action).await?.ok_or_else(ApiError::session_not_found)?;
-    Ok(Json(SessionView::from(&session)).into_response())
+    Ok(Json(SessionView::new(state, &session)).into_response())
 }
 
 /// The sandbox custom methods, on the `sandbox` sub-resource of a session.
@@ -120,6 +120,9 @@ fn methods() -> &'static Methods {
             })
             .verb("disconnect", Method::POST, |c: Call| async move { disconnect(&c.state, &c.auth, &c.id, &c.body).await })
             .verb("unlink", Method::POST, |c: Call| async move { unlink(&c.state, &c.auth, &c.id, &c.body).await })
+            .verb("receive", Method::POST, |c: Call| async move {
+                crate::messages::receive(&c.state, &c.auth, &c.id, &c.body).await
+            })
     });
     &METHODS
 }

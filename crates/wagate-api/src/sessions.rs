@@ -41,14 +41,30 @@ pub struct SessionView {
     /// uses the gateway-wide default (`WAGATE_WA_DEVICE_NAME`, `wagate` unless configured).
     #[schema(example = "Front desk")]
     pub device_name: Option<String>,
+    /// How the session sends messages: the policy in force (the gateway default where the
+    /// session sets none).
+    pub send_policy: SendPolicyView,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: Timestamp,
 }
 
-impl From<&Session> for SessionView {
-    fn from(s: &Session) -> Self {
+/// The send policy in force.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SendPolicyView {
+    /// At most this many messages a minute, with random spacing (1 to 600; the gateway default
+    /// `WAGATE_SEND_PER_MINUTE`, 20, unless set on the session).
+    #[schema(example = 20, minimum = 1, maximum = 600)]
+    pub messages_per_minute: u32,
+    /// Whether a chat shows "typing…" before a text is sent, for a time that grows with the text.
+    pub typing: bool,
+}
+
+impl SessionView {
+    /// The view of `s`, with the send policy in force.
+    pub fn new(state: &AppState, s: &Session) -> Self {
         let id = s.identity.as_ref();
         Self {
             id: s.id.to_string(),
@@ -62,14 +78,15 @@ impl From<&Session> for SessionView {
             wa_lid: id.and_then(|i| i.lid.clone()),
             push_name: id.and_then(|i| i.push_name.clone()),
             device_name: s.device_name.clone(),
+            send_policy: SendPolicyView { messages_per_minute: state.messages.per_minute(s), typing: s.send_policy.typing },
             created_at: s.created_at,
             updated_at: s.updated_at,
         }
     }
 }
 
-fn view(s: &Session) -> Json<SessionView> {
-    Json(SessionView::from(s))
+fn view(state: &AppState, s: &Session) -> Json<SessionView> {
+    Json(SessionView::new(state, s))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -104,6 +121,19 @@ pub struct PatchSessionRequest {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, example = "Front desk", min_length = 1, max_length = 50, pattern = r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$")]
     pub device_name: Option<Option<String>>,
+    /// How the session sends messages; fields left out are unchanged.
+    pub send_policy: Option<SendPolicyRequest>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SendPolicyRequest {
+    /// 1 to 600; `null` returns to the gateway default (`WAGATE_SEND_PER_MINUTE`).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 600)]
+    pub messages_per_minute: Option<Option<u32>>,
+    /// Show "typing…" before a text is sent.
+    pub typing: Option<bool>,
 }
 
 /// Distinguishes an explicit `null` (Some(None)) from an absent field (None, via `default`).
@@ -208,7 +238,7 @@ pub async fn create(State(state): State<AppState>, auth: Auth, ApiJson(req): Api
     let create = CreateSession { name, engine: req.engine.unwrap_or_default(), device_name, start };
     let session = state.sessions.create(&principal.org, create).await?;
     let location = HeaderValue::from_str(&format!("/api/v1/sessions/{}", session.id)).map_err(|e| ApiError::internal(&e))?;
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], view(&session)).into_response())
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], view(&state, &session)).into_response())
 }
 
 /// List sessions
@@ -225,7 +255,7 @@ pub async fn list(State(state): State<AppState>, auth: Auth, query: RawQuery) ->
     let after = decode_page_token(&query, |s| SessionId::parse(s).ok())?;
     let page = state.sessions.list(&principal.org, PageRequest { size, after: after.as_ref() }).await?;
     Ok(Json(SessionList {
-        sessions: page.items.iter().map(SessionView::from).collect(),
+        sessions: page.items.iter().map(|s| SessionView::new(&state, s)).collect(),
         next_page_token: page.next.map(|id| encode_page_token(id.as_str())),
     }))
 }
@@ -238,12 +268,13 @@ pub async fn list(State(state): State<AppState>, auth: Auth, query: RawQuery) ->
 pub async fn get(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Response> {
     let principal = auth.require(Capability::Read)?;
     let session = state.session(principal, id).await?;
-    Ok(view(&session).into_response())
+    Ok(view(state, &session).into_response())
 }
 
 /// Update a session
 ///
-/// Changes the name and/or the linked-device name; fields left out are unchanged. A new
+/// Changes the name, the linked-device name and/or the send policy; fields left out are
+/// unchanged. A new `sendPolicy` applies to the next message sent. A new
 /// `deviceName` takes effect at the next pairing or start: a device that is already linked
 /// keeps the name the phone has shown since it paired (log out and pair again to change it).
 #[utoipa::path(patch, path = "/api/v1/sessions/{session}", tag = "sessions",
@@ -257,16 +288,29 @@ pub async fn patch(state: &AppState, auth: &Auth, id: &str, req: PatchSessionReq
     // Validate everything before writing anything.
     let name = req.name.map(|n| n.as_deref().map(validate_name).transpose()).transpose()?;
     let device_name = req.device_name.map(|n| n.as_deref().map(validate_device_name).transpose()).transpose()?;
-    if name.is_none() && device_name.is_none() {
-        return Ok(view(&session).into_response());
+    let (send_per_minute, send_typing) = match req.send_policy {
+        None => (None, None),
+        Some(policy) => {
+            if let Some(Some(n)) = policy.messages_per_minute
+                && !wagate_core::SendPolicy::PER_MINUTE.contains(&n)
+            {
+                return Err(ApiError::validation("sendPolicy.messagesPerMinute", "must be an integer from 1 to 600"));
+            }
+            (policy.messages_per_minute, policy.typing)
+        }
+    };
+    if name.is_none() && device_name.is_none() && send_per_minute.is_none() && send_typing.is_none() {
+        return Ok(view(state, &session).into_response());
     }
     let settings = SessionSettings {
         name: name.as_ref().map(|n| n.as_deref()),
         device_name: device_name.as_ref().map(|n| n.as_deref()),
+        send_per_minute,
+        send_typing,
     };
     let updated = state.sessions.update_settings(&principal.org, &session.id, &settings).await?;
     let updated = updated.ok_or_else(ApiError::session_not_found)?;
-    Ok(view(&updated).into_response())
+    Ok(view(state, &updated).into_response())
 }
 
 /// Delete a session
@@ -295,7 +339,7 @@ pub async fn delete(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Respon
 pub async fn start(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Response> {
     let principal = auth.require(Capability::Manage)?;
     let session = state.session(principal, id).await?;
-    Ok(view(&state.sessions.start(&session).await?).into_response())
+    Ok(view(state, &state.sessions.start(&session).await?).into_response())
 }
 
 /// Stop a session
@@ -308,7 +352,7 @@ pub async fn start(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Respons
 pub async fn stop(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Response> {
     let principal = auth.require(Capability::Manage)?;
     let session = state.session(principal, id).await?;
-    Ok(view(&state.sessions.stop(&session).await?).into_response())
+    Ok(view(state, &state.sessions.stop(&session).await?).into_response())
 }
 
 /// Restart a session
@@ -319,7 +363,7 @@ pub async fn stop(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Response
 pub async fn restart(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Response> {
     let principal = auth.require(Capability::Manage)?;
     let session = state.session(principal, id).await?;
-    Ok(view(&state.sessions.restart(&session).await?).into_response())
+    Ok(view(state, &state.sessions.restart(&session).await?).into_response())
 }
 
 /// Log a session out
@@ -333,7 +377,7 @@ pub async fn restart(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Respo
 pub async fn logout(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Response> {
     let principal = auth.require(Capability::Manage)?;
     let session = state.session(principal, id).await?;
-    Ok(view(&state.sessions.logout(&session).await?).into_response())
+    Ok(view(state, &state.sessions.logout(&session).await?).into_response())
 }
 
 /// Request a phone pairing code
@@ -451,6 +495,9 @@ fn methods() -> &'static Methods {
             })
             .verb("requestPairingCode", Method::POST, |c: Call| async move {
                 request_pairing_code(&c.state, &c.auth, &c.id, &c.body).await
+            })
+            .verb("checkNumbers", Method::POST, |c: Call| async move {
+                crate::messages::check_numbers(&c.state, &c.auth, &c.id, &c.body).await
             })
     });
     &METHODS

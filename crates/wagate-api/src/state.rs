@@ -7,7 +7,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 use wagate_auth::Authenticator;
 use wagate_core::{Capability, Principal, Session, SessionId};
-use wagate_runtime::{EventHub, SandboxService, SessionService, Supervisor, WebhookService};
+use wagate_runtime::{EventHub, MessageService, SandboxService, SessionService, Supervisor, WebhookService};
 use wagate_store::prelude::*;
 
 use crate::error::{ApiError, ApiResult};
@@ -28,6 +28,8 @@ pub struct AppState {
     pub events: Arc<EventHub>,
     /// Webhooks and their deliveries.
     pub webhooks: Arc<WebhookService>,
+    /// Messages in and out.
+    pub messages: Arc<MessageService>,
 }
 
 impl AppState {
@@ -40,10 +42,11 @@ impl AppState {
         metrics: Arc<Metrics>,
         events: Arc<EventHub>,
         webhooks: Arc<WebhookService>,
+        messages: Arc<MessageService>,
     ) -> Self {
         let sessions = Arc::new(SessionService::new(Arc::clone(&store), Arc::clone(&supervisor)));
         let sandbox = Arc::new(SandboxService::new(Arc::clone(&store), supervisor));
-        Self { store, auth, sessions, sandbox, metrics, events, webhooks }
+        Self { store, auth, sessions, sandbox, metrics, events, webhooks, messages }
     }
 
     /// The caller's session `raw_id`. Malformed ids, unknown ids and other organizations'

@@ -14,7 +14,10 @@ pub mod webhook;
 pub use caps::{Capabilities, Capability, Principal, PrincipalKind, Role};
 pub use event::{Event, EventType, NewEvent};
 pub use ids::{ApiKeyId, DeliveryId, EventId, IdError, InstanceId, MessageId, OrgId, SessionId, WebhookId};
-pub use message::{Direction, Jid, JidError, JidServer, MessageStatus, MessageType, parse_recipient};
+pub use message::{
+    ContactCard, Direction, Jid, JidError, JidServer, Location, MediaInfo, Message, MessageBody, MessageError, MessageStatus,
+    MessageType, ReactionInfo, ReplyRef, SendPolicy, new_wa_message_id, parse_recipient,
+};
 pub use phone::{Phone, PhoneError};
 pub use session::{
     ApiKeyRecord, EngineKind, Identity, NewApiKey, NewSession, Session, SessionStatus,

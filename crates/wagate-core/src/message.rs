@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Phone;
+use crate::{MessageId, OrgId, Phone, SessionId, Timestamp};
 
 /// Why a JID or a recipient was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -149,7 +149,7 @@ pub fn parse_recipient(s: &str) -> Result<Jid, JidError> {
 macro_rules! string_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal,)* }) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
         pub enum $name {
             $($(#[$vdoc])* #[serde(rename = $text)] $variant,)*
         }
@@ -250,6 +250,177 @@ impl MessageStatus {
             },
         }
     }
+}
+
+
+/// A new WhatsApp message id as WhatsApp Web makes them: `3EB0` and 16 upper-case hex digits.
+/// Fixed when a message is accepted, so that a send repeated after a crash carries the same id.
+pub fn new_wa_message_id() -> String {
+    use rand::Rng;
+    let bytes: [u8; 8] = rand::thread_rng().r#gen();
+    let hex: String = bytes.iter().map(|b| format!("{b:02X}")).collect();
+    format!("3EB0{hex}")
+}
+
+/// A location shared in a chat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Location {
+    pub latitude: f64,
+    pub longitude: f64,
+    pub name: Option<String>,
+    pub address: Option<String>,
+}
+
+/// A contact card shared in a chat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContactCard {
+    pub name: String,
+    /// International format, digits only.
+    pub phone: String,
+}
+
+/// What a media message carries besides its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaInfo {
+    pub mime_type: String,
+    pub filename: Option<String>,
+    pub size: u64,
+    /// Hex SHA-256 of the bytes.
+    pub sha256: String,
+    pub caption: Option<String>,
+    /// A voice note (audio only).
+    pub voice: bool,
+}
+
+/// The message a reaction is about, and the emoji (empty: the reaction was removed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReactionInfo {
+    /// The stored message reacted to (`null` when this session has none with that id).
+    #[schema(value_type = Option<String>)]
+    pub message_id: Option<MessageId>,
+    pub wa_message_id: String,
+    pub emoji: String,
+}
+
+/// The message a message replies to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplyRef {
+    /// The stored message quoted (`null` when this session has none with that id).
+    #[schema(value_type = Option<String>)]
+    pub message_id: Option<MessageId>,
+    pub wa_message_id: String,
+}
+
+/// Why an outbound message failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MessageError {
+    /// Machine-readable, e.g. `not_on_whatsapp`, `refused`, `unsupported`.
+    pub code: String,
+    pub message: String,
+}
+
+/// The content fields of a message besides `text`, as stored together.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<ContactCard>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reaction: Option<ReactionInfo>,
+    /// Where the sender fetches the media of an outbound message before sending it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_url: Option<String>,
+}
+
+/// A stored message, in either direction. It serializes as the API's message resource (the
+/// `data` of a `message.received` event).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    #[schema(value_type = String, example = "msg_01J9Z3QK8M5W4X6Y7Z8A9B0C1D")]
+    pub id: MessageId,
+    #[serde(skip)]
+    pub org: OrgId,
+    #[serde(rename = "sessionId")]
+    #[schema(value_type = String)]
+    pub session: SessionId,
+    /// The chat's JID, as WhatsApp addressed it.
+    #[serde(rename = "chatId")]
+    #[schema(value_type = String, example = "628123456789@s.whatsapp.net")]
+    pub chat: Jid,
+    /// WhatsApp's id of the message, fixed when it was accepted.
+    #[schema(example = "3EB0A1B2C3D4E5F6A7B8")]
+    pub wa_message_id: String,
+    pub direction: Direction,
+    pub from_me: bool,
+    /// The sender's JID.
+    #[schema(value_type = Option<String>)]
+    pub from: Option<Jid>,
+    /// The sender's phone number, whenever the gateway knows it.
+    #[schema(value_type = Option<String>)]
+    pub from_phone: Option<Phone>,
+    pub push_name: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: MessageType,
+    pub text: Option<String>,
+    pub media: Option<MediaInfo>,
+    pub location: Option<Location>,
+    pub contact: Option<ContactCard>,
+    /// For `type: reaction`: the message reacted to and the emoji.
+    pub reaction: Option<ReactionInfo>,
+    /// An outbound media message given by `url`: fetched by the sender (never shown).
+    #[serde(skip)]
+    pub media_url: Option<String>,
+    pub reply_to: Option<ReplyRef>,
+    /// Phone numbers (or JIDs when the number is unknown) mentioned in the text.
+    pub mentions: Vec<String>,
+    pub edited: bool,
+    pub revoked: bool,
+    pub status: MessageStatus,
+    pub error: Option<MessageError>,
+    /// When WhatsApp took the message: the send time of an outbound message (its acceptance
+    /// time while it is queued), the sender's time of an inbound one.
+    #[schema(value_type = String, format = DateTime)]
+    pub timestamp: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
+}
+
+impl Message {
+    /// The content fields besides `text`, as stored.
+    pub fn body(&self) -> MessageBody {
+        MessageBody {
+            media: self.media.clone(),
+            location: self.location.clone(),
+            contact: self.contact.clone(),
+            reaction: self.reaction.clone(),
+            media_url: self.media_url.clone(),
+        }
+    }
+}
+
+/// How a session sends: its pace and whether chats show "typing…" first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SendPolicy {
+    /// `None`: the gateway's default (`WAGATE_SEND_PER_MINUTE`).
+    pub messages_per_minute: Option<u32>,
+    pub typing: bool,
+}
+
+impl SendPolicy {
+    /// The range `messagesPerMinute` may take.
+    pub const PER_MINUTE: std::ops::RangeInclusive<u32> = 1..=600;
 }
 
 #[cfg(test)]

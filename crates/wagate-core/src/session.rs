@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ApiKeyId, Capabilities, InstanceId, OrgId, Phone, SessionId, Timestamp};
+use crate::{ApiKeyId, Capabilities, InstanceId, OrgId, Phone, SendPolicy, SessionId, Timestamp};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -102,6 +102,8 @@ pub struct Session {
     /// The linked-device name shown on the phone (under Linked devices); `None` uses the
     /// gateway-wide default. Applied when the device pairs.
     pub device_name: Option<String>,
+    /// How the session sends messages (pace, typing).
+    pub send_policy: SendPolicy,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }

@@ -7,8 +7,8 @@
 //! which engine library sits below it, and nothing here knows about storage.
 //!
 //! A running [`EngineSession`] has a lifecycle (`stop`, `logout`) and offers its abilities as
-//! one trait each, reached from the session: [`Pairing`] today; [`Messaging`], [`Contacts`]
-//! and [`Media`] are slots the messaging work fills. A new ability is a new trait and a new
+//! one trait each, reached from the session: [`Pairing`], [`Messaging`]; [`Contacts`]
+//! and [`Media`] are slots for the engines to fill. A new ability is a new trait and a new
 //! slot here, not a new supervisor method.
 //!
 //! What a session reports comes out on two separate paths ([`SessionOutput`]): *lifecycle
@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use wagate_core::{EngineKind, Identity, OrgId, Phone, SessionId, Timestamp};
+use wagate_core::{
+    ContactCard, EngineKind, Identity, Jid, Location, MediaInfo, MessageType, OrgId, Phone, SessionId, Timestamp,
+};
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -86,32 +88,114 @@ pub trait EventSink: Send + Sync + 'static {
     async fn emit(&self, session: &SessionId, event: EngineEvent);
 }
 
-/// What a session carries for its account: inbound messages, receipts, reactions.
+/// What a session carries for its account: inbound messages, receipts, reactions, edits and
+/// revocations.
 ///
-/// Empty until the messaging work (issue 10) gives it variants. It is a kind of its own, not an
-/// [`EngineEvent`], because traffic is many times the volume of lifecycle events and is handled
-/// by other services: it goes through a [`TrafficSink`], never through an [`EventSink`].
+/// It is a kind of its own, not an [`EngineEvent`], because traffic is many times the volume of
+/// lifecycle events and is handled by other services: it goes through a [`TrafficSink`], never
+/// through an [`EventSink`]. Every WhatsApp id here is the id both ends share.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Traffic {}
+pub enum Traffic {
+    /// A message arrived (boxed: it is much larger than the other kinds).
+    Message(Box<InboundMessage>),
+    /// Receipts: the messages `wa_message_ids` this session sent to `chat` moved on.
+    Receipt { chat: Jid, wa_message_ids: Vec<String>, kind: ReceiptKind, at: Timestamp },
+    /// `from` reacted to the message `target` of `chat` (`emoji` empty: the reaction was removed).
+    Reaction { chat: Jid, from: Jid, target: String, emoji: String, at: Timestamp },
+    /// `from` edited the message `wa_message_id` of `chat`.
+    Edited { chat: Jid, from: Jid, wa_message_id: String, text: String, at: Timestamp },
+    /// `from` deleted the message `wa_message_id` of `chat` for everyone.
+    Revoked { chat: Jid, from: Jid, wa_message_id: String, at: Timestamp },
+}
+
+/// What a receipt says about an outbound message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptKind {
+    Delivered,
+    Read,
+    /// A voice note was played.
+    Played,
+}
+
+/// The content of a message, either way. The engine neutral form: every engine maps its own
+/// message kinds to and from it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Content {
+    Text(String),
+    Location(Location),
+    Contact(ContactCard),
+    /// A reaction to the message `target` (its WhatsApp id) of the same chat.
+    Reaction { target: String, emoji: String },
+    /// An image, video, audio (voice note), document or sticker, with its bytes.
+    Media(MediaContent),
+    /// A kind this gateway does not model; `raw` names it as the engine saw it.
+    Unsupported { raw: String },
+}
+
+impl Content {
+    pub fn kind(&self) -> MessageType {
+        match self {
+            Content::Text(_) => MessageType::Text,
+            Content::Location(_) => MessageType::Location,
+            Content::Contact(_) => MessageType::Contact,
+            Content::Reaction { .. } => MessageType::Reaction,
+            Content::Media(media) => media.kind,
+            Content::Unsupported { .. } => MessageType::Unsupported,
+        }
+    }
+}
+
+/// Media with its bytes (plain, already downloaded and decrypted).
+#[derive(Clone, PartialEq)]
+pub struct MediaContent {
+    /// `image`, `video`, `audio`, `document` or `sticker`.
+    pub kind: MessageType,
+    pub info: MediaInfo,
+    pub bytes: Arc<[u8]>,
+}
+
+impl std::fmt::Debug for MediaContent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaContent").field("kind", &self.kind).field("info", &self.info).field("bytes", &self.bytes.len()).finish()
+    }
+}
+
+/// A message that arrived.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundMessage {
+    pub wa_message_id: String,
+    /// The chat (the sender's JID in a one-to-one chat).
+    pub chat: Jid,
+    pub from: Jid,
+    /// The sender's phone number when the engine knows it (also for `@lid` senders).
+    pub from_phone: Option<Phone>,
+    pub push_name: Option<String>,
+    /// The sender's time.
+    pub timestamp: Timestamp,
+    pub content: Content,
+    /// The WhatsApp id of the message this one quotes.
+    pub reply_to: Option<String>,
+    pub mentions: Vec<Jid>,
+}
 
 /// Where an engine delivers [`Traffic`], apart from the lifecycle path.
 ///
-/// Reserved for the messaging work (issue 10), which sets its contract (ordering per chat,
-/// acknowledgement, back-pressure). No engine delivers anything yet.
+/// Contract: `deliver` returns once the traffic is stored (with its event), so an engine may
+/// acknowledge it to WhatsApp afterwards. An engine delivers the traffic of one session one at
+/// a time, in the order it arrived (await each call before the next), which keeps the order of
+/// every chat. The sink never calls back into the session.
 #[async_trait]
 pub trait TrafficSink: Send + Sync + 'static {
     async fn deliver(&self, session: &SessionId, traffic: Traffic);
 }
 
-/// The traffic sink of a gateway that routes no traffic yet (nothing can be delivered to it).
+/// A traffic sink that drops everything (lifecycle-only tests and tools).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoTraffic;
 
 #[async_trait]
 impl TrafficSink for NoTraffic {
-    async fn deliver(&self, _session: &SessionId, traffic: Traffic) {
-        match traffic {}
-    }
+    async fn deliver(&self, _session: &SessionId, _traffic: Traffic) {}
 }
 
 /// The two outputs of a running session, handed to [`Engine::start`].
@@ -148,6 +232,11 @@ pub enum EngineError {
     /// WhatsApp asked us to slow down.
     #[error("rate limited by WhatsApp")]
     RateLimited { retry_after: Option<Duration> },
+    /// WhatsApp refused this message for good (a number not on WhatsApp, a 463-style refusal):
+    /// sending it again would fail again. `code` is machine-readable (`not_on_whatsapp`,
+    /// `refused`, ...).
+    #[error("{message}")]
+    Refused { code: String, message: String },
     /// The engine does not support this.
     #[error("{0} is not supported by this engine")]
     Unsupported(&'static str),
@@ -173,7 +262,7 @@ pub trait EngineSession: Send + Sync + 'static {
     fn pairing(&self) -> Option<&dyn Pairing> {
         None
     }
-    /// Sending messages (issue 10).
+    /// Sending messages.
     fn messaging(&self) -> Option<&dyn Messaging> {
         None
     }
@@ -199,8 +288,74 @@ pub trait Pairing: Send + Sync {
     async fn request_pairing_code(&self, phone: &Phone) -> Result<PairingCode, EngineError>;
 }
 
-/// Sending messages and reacting to them. To be filled by the messaging work (issue 10).
-pub trait Messaging: Send + Sync {}
+/// A message to send, with the WhatsApp id fixed when it was accepted: a send repeated after a
+/// crash carries the same id, so the recipient sees one message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboundMessage {
+    pub wa_message_id: String,
+    pub chat: Jid,
+    pub content: Content,
+    /// The WhatsApp id of the message quoted, and its sender.
+    pub reply_to: Option<Quoted>,
+    pub mentions: Vec<Jid>,
+}
+
+/// A quoted message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quoted {
+    pub wa_message_id: String,
+    /// Who sent it (`None`: this session).
+    pub from: Option<Jid>,
+}
+
+/// What WhatsApp said when it took a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// The server's time of the message.
+    pub at: Timestamp,
+}
+
+/// An inbound message to mark read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadMark {
+    pub wa_message_id: String,
+    pub from: Jid,
+}
+
+/// What a chat shows of this session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatPresence {
+    Typing,
+    Recording,
+    Paused,
+}
+
+/// Whether a phone number has a WhatsApp account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumberCheck {
+    pub phone: Phone,
+    /// The account's JID when it has one.
+    pub jid: Option<Jid>,
+}
+
+/// Sending messages and what goes with them. Errors: `RateLimited` (the sender backs off and
+/// tries again), `Upstream` (not connected: tried again once connected), `Refused` (the message
+/// fails), `Unsupported` (this engine cannot send that kind: the message fails).
+#[async_trait]
+pub trait Messaging: Send + Sync {
+    /// Sends `message` under its fixed WhatsApp id; returns once WhatsApp took it.
+    async fn send(&self, message: &OutboundMessage) -> Result<Sent, EngineError>;
+    /// Replaces the text of a message this session sent.
+    async fn edit(&self, chat: &Jid, wa_message_id: &str, text: &str) -> Result<(), EngineError>;
+    /// Deletes a message this session sent, for everyone.
+    async fn revoke(&self, chat: &Jid, wa_message_id: &str) -> Result<(), EngineError>;
+    /// Sends read receipts for these inbound messages of `chat`.
+    async fn mark_read(&self, chat: &Jid, messages: &[ReadMark]) -> Result<(), EngineError>;
+    /// Shows `presence` in `chat`.
+    async fn presence(&self, chat: &Jid, presence: ChatPresence) -> Result<(), EngineError>;
+    /// Which of `phones` have a WhatsApp account, in the order given.
+    async fn check_numbers(&self, phones: &[Phone]) -> Result<Vec<NumberCheck>, EngineError>;
+}
 
 /// The account's contacts and their profiles. To be filled by the messaging work (issue 10).
 pub trait Contacts: Send + Sync {}

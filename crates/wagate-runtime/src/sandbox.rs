@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use wagate_core::{EngineKind, Phone, Session};
-use wagate_engine::{EngineError, EngineSession};
+use wagate_core::{EngineKind, Message, Phone, Session};
+use wagate_engine::{Content, EngineError, EngineSession};
 use wagate_sandbox::SandboxControl;
 use wagate_store::prelude::*;
 
@@ -54,6 +54,10 @@ impl SandboxControl for SandboxHandle {
 
     async fn unlink(&self) -> Result<(), EngineError> {
         self.control()?.unlink().await
+    }
+
+    async fn receive(&self, from: Phone, push_name: Option<String>, content: Content) -> Result<String, EngineError> {
+        self.control()?.receive(from, push_name, content).await
     }
 }
 
@@ -119,5 +123,22 @@ impl SandboxService {
             SandboxAction::Unlink => control.unlink().await?,
         }
         Ok(self.store.get_session(&session.org, &session.id).await?)
+    }
+
+    /// A message from `from` arrives at the running sandbox session; returns it as stored.
+    /// `Upstream` when the session is not connected.
+    pub async fn receive(
+        &self,
+        session: &Session,
+        from: Phone,
+        push_name: Option<String>,
+        content: Content,
+    ) -> Result<Message, SupervisorError> {
+        let control = self.supervisor.sandbox(session)?;
+        let wa_message_id = control.receive(from, push_name, content).await?;
+        self.store
+            .find_by_wa_id(&session.id, &wa_message_id)
+            .await?
+            .ok_or_else(|| SupervisorError::Engine(EngineError::Internal("the received message was not stored".into())))
     }
 }

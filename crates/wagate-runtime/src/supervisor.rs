@@ -30,7 +30,14 @@ use wagate_store::{IdentityUpdate, SessionStateUpdate, StoreError};
 
 use wagate_engine::{
     Engine, EngineError, EngineEvent, EngineSession, EventSink, PairingCode, QrCode, SessionOutput, SessionSpec,
+    TrafficSink,
 };
+
+/// Told of every session status the supervisor writes (after it is committed). Called inline:
+/// return at once, never call back into the supervisor.
+pub trait SessionObserver: Send + Sync + 'static {
+    fn status_written(&self, session: &Session);
+}
 
 /// `status_reason` written when the QR codes of a pairing attempt ran out.
 pub const REASON_QR_EXHAUSTED: &str = "qr_codes_exhausted";
@@ -200,6 +207,9 @@ pub struct Supervisor {
     running: Mutex<HashMap<SessionId, Arc<Run>>>,
     lifecycle: Mutex<HashMap<SessionId, Arc<tokio::sync::Mutex<()>>>>,
     cleanups: Mutex<HashMap<SessionId, JoinHandle<()>>>,
+    /// Where the engines deliver traffic (none: dropped).
+    traffic: OnceLock<Arc<dyn TrafficSink>>,
+    observer: OnceLock<Weak<dyn SessionObserver>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -227,7 +237,19 @@ impl Supervisor {
             running: Mutex::default(),
             lifecycle: Mutex::default(),
             cleanups: Mutex::default(),
+            traffic: OnceLock::new(),
+            observer: OnceLock::new(),
         })
+    }
+
+    /// Sets where the engines of sessions started from now on deliver their traffic (once).
+    pub fn set_traffic(&self, traffic: Arc<dyn TrafficSink>) {
+        let _ = self.traffic.set(traffic);
+    }
+
+    /// Sets who is told of every status written (once).
+    pub fn set_observer(&self, observer: Weak<dyn SessionObserver>) {
+        let _ = self.observer.set(observer);
     }
 
     pub fn config(&self) -> &SupervisorConfig {
@@ -274,7 +296,13 @@ impl Supervisor {
     }
 
     async fn write(&self, id: &SessionId, update: SessionStateUpdate) -> Result<Option<Session>, StoreError> {
-        self.store.update_session_state(id, &update).await
+        let written = self.store.update_session_state(id, &update).await?;
+        if let Some(session) = &written
+            && let Some(observer) = self.observer.get().and_then(Weak::upgrade)
+        {
+            observer.status_written(session);
+        }
+        Ok(written)
     }
 
     /// Starts the session. Idempotent: a running session is returned unchanged. Starting a
@@ -331,9 +359,11 @@ impl Supervisor {
             identity: row.identity.clone(),
             device_name: row.device_name.clone(),
         };
-        // Lifecycle events come back to this run; traffic has nowhere to go until the messaging
-        // services exist (issue 10), and no engine produces any yet.
-        let output = SessionOutput::new(Arc::new(RunSink { supervisor: self.me.clone(), generation }));
+        // Lifecycle events come back to this run; traffic goes to the message service.
+        let mut output = SessionOutput::new(Arc::new(RunSink { supervisor: self.me.clone(), generation }));
+        if let Some(traffic) = self.traffic.get() {
+            output = output.with_traffic(Arc::clone(traffic));
+        }
         let started = {
             let _permit = self.start_permits.acquire().await.expect("the semaphore is never closed");
             engine.start(spec, output).await

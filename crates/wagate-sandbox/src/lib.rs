@@ -15,7 +15,8 @@
 //! knows nothing of them. Whoever holds a running session finds them with [`control`].
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,10 +26,12 @@ use rand::Rng;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use wagate_core::{EngineKind, Identity, OrgId, Phone, SessionId, Timestamp};
+use wagate_core::{EngineKind, Identity, Jid, JidServer, OrgId, Phone, SessionId, Timestamp};
 
 use wagate_engine::{
-    Engine, EngineError, EngineEvent, EngineSession, EventSink, Pairing, PairingCode, QrCode, SessionOutput, SessionSpec,
+    ChatPresence, Content, Engine, EngineError, EngineEvent, EngineSession, EventSink, InboundMessage, Messaging,
+    NumberCheck, OutboundMessage, Pairing, PairingCode, QrCode, ReadMark, ReceiptKind, Sent, SessionOutput, SessionSpec,
+    Traffic, TrafficSink,
 };
 
 #[cfg(any(test, feature = "testing"))]
@@ -63,11 +66,9 @@ pub trait SandboxControl: Send + Sync {
     /// `InvalidState` when the session is not paired.
     async fn unlink(&self) -> Result<(), EngineError>;
 
-    // Inbound messages (`sandbox:receive`) belong to the messaging issue: a
-    // `receive(from, message)` method goes here, delivering the message as `Traffic` through the
-    // session's `TrafficSink` (traffic is not a lifecycle event), and the shared
-    // [`SandboxEngine`] network (see `Network`) routes messages between sandbox sessions of one
-    // organization by phone number.
+    /// A message from the phone number `from` arrives (`sandbox:receive`); returns its WhatsApp
+    /// id once it is stored. `Upstream` when the session is not connected.
+    async fn receive(&self, from: Phone, push_name: Option<String>, content: Content) -> Result<String, EngineError>;
 }
 
 /// Timings of the simulated network.
@@ -105,9 +106,78 @@ impl Default for SandboxConfig {
 struct Network {
     /// The LID of each phone, stable for the life of the process.
     lids: Mutex<HashMap<Phone, String>>,
+    /// The sandbox sessions of each organization by their phone number (from their first
+    /// connection until they are unlinked or logged out): where messages to that number go.
+    peers: Mutex<HashMap<(OrgId, Phone), Weak<Inner>>>,
+    /// What waits, in order, for a known number whose session is offline (stopped,
+    /// reconnecting), as WhatsApp's server keeps messages for an offline phone. In memory only.
+    pending: Mutex<HashMap<(OrgId, Phone), Vec<Pending>>>,
+}
+
+/// Traffic held for an offline session, and the receipt its sender gets once it arrives.
+struct Pending {
+    traffic: Traffic,
+    receipt: Option<(Arc<dyn TrafficSink>, SessionId, Traffic)>,
+}
+
+/// Where traffic for a chat goes.
+enum Reach {
+    /// A connected session of the organization has that number.
+    Online(Arc<Inner>),
+    /// A session of the organization has that number but is offline: it waits.
+    Offline((OrgId, Phone)),
+    /// No session of the organization has that number (or it is the sender's own).
+    Nobody,
 }
 
 impl Network {
+    fn phone_of(&self, chat: &Jid) -> Option<Phone> {
+        match chat.server() {
+            JidServer::User => chat.phone(),
+            JidServer::Lid => {
+                let lids = lock(&self.lids);
+                lids.iter().find(|(_, lid)| lid.as_str() == chat.as_str()).map(|(phone, _)| phone.clone())
+            }
+            JidServer::Group => None,
+        }
+    }
+
+    fn reach(&self, from: &Inner, chat: &Jid) -> Reach {
+        let Some(phone) = self.phone_of(chat) else { return Reach::Nobody };
+        let key = (from.org.clone(), phone);
+        let Some(peer) = lock(&self.peers).get(&key).cloned() else { return Reach::Nobody };
+        match peer.upgrade() {
+            Some(peer) if peer.id == from.id => Reach::Nobody,
+            Some(peer) if peer.connected.load(Ordering::Acquire) => Reach::Online(peer),
+            _ => Reach::Offline(key),
+        }
+    }
+
+    /// Holds `pending` for the offline number `key`; gives it back with the number's session
+    /// when that came online meanwhile (deliver it then).
+    fn hold(&self, key: (OrgId, Phone), pending: Pending) -> Option<(Arc<Inner>, Pending)> {
+        let mut waiting = lock(&self.pending);
+        let online = lock(&self.peers).get(&key).and_then(Weak::upgrade).filter(|p| p.connected.load(Ordering::Acquire));
+        if let Some(peer) = online {
+            return Some((peer, pending));
+        }
+        waiting.entry(key).or_default().push(pending);
+        None
+    }
+
+    /// Removes `inner` from the network (not a later session that took its number), with what
+    /// waited for it.
+    fn leave(&self, inner: &Inner) {
+        let mut waiting = lock(&self.pending);
+        lock(&self.peers).retain(|key, peer| {
+            let mine = std::ptr::eq(peer.as_ptr(), inner);
+            if mine {
+                waiting.remove(key);
+            }
+            !mine
+        });
+    }
+
     fn lid_for(&self, phone: &Phone) -> String {
         let mut lids = lock(&self.lids);
         lids.entry(phone.clone())
@@ -157,6 +227,8 @@ impl Engine for SandboxEngine {
             config: self.config.clone(),
             network: Arc::clone(&self.network),
             events: output.events,
+            traffic: output.traffic,
+            connected: AtomicBool::new(false),
             keys: DeviceKeys::generate(),
             epoch: watch::Sender::new(FIRST_EPOCH),
             emit_lock: tokio::sync::Mutex::new(()),
@@ -263,11 +335,14 @@ struct State {
 
 struct Inner {
     id: SessionId,
-    #[allow(dead_code)] // used by the messaging issue (the network is per organization)
+    /// The network is per organization.
     org: OrgId,
     config: SandboxConfig,
     network: Arc<Network>,
     events: Arc<dyn EventSink>,
+    traffic: Arc<dyn TrafficSink>,
+    /// Connected (after `Connected`, until the link drops or ends): messages can go.
+    connected: AtomicBool,
     keys: DeviceKeys,
     /// The current link attempt. Bumped (under `emit_lock`) whenever the link changes course, which
     /// also wakes and retires the tasks of the previous attempt; [`ENDED`] once the link is over.
@@ -335,8 +410,78 @@ impl Inner {
     }
 
     async fn connect_after(self: Arc<Self>, epoch: u64, delay: Duration) {
-        if self.sleep(epoch, delay).await {
-            self.emit_if_current(epoch, EngineEvent::Connected, |s| s.reconnect_attempt = 0).await;
+        if self.sleep(epoch, delay).await
+            && self.emit_if_current(epoch, EngineEvent::Connected, |s| s.reconnect_attempt = 0).await
+        {
+            self.went_online().await;
+        }
+    }
+
+    /// Connected: joins the network under its number and receives what waited for it, in
+    /// order, before anything new.
+    async fn went_online(self: &Arc<Self>) {
+        let phone = lock(&self.state).identity.as_ref().map(|i| i.phone.clone());
+        let Some(phone) = phone else { return };
+        let key = (self.org.clone(), phone);
+        lock(&self.network.peers).insert(key.clone(), Arc::downgrade(self));
+        loop {
+            let waiting = {
+                let mut pending = lock(&self.network.pending);
+                match pending.remove(&key) {
+                    Some(waiting) if !waiting.is_empty() => waiting,
+                    _ => {
+                        // Under the lock `hold` takes: nothing can be held for us after this.
+                        self.connected.store(true, Ordering::Release);
+                        return;
+                    }
+                }
+            };
+            for held in waiting {
+                self.arrive(held).await;
+            }
+        }
+    }
+
+    /// Delivers held traffic here, then its receipt to its sender.
+    async fn arrive(&self, held: Pending) {
+        self.traffic.deliver(&self.id, held.traffic).await;
+        if let Some((sink, sender, receipt)) = held.receipt {
+            sink.deliver(&sender, receipt).await;
+        }
+    }
+
+    /// Sends `traffic` to whoever has the number of `chat`: at once when online (then the
+    /// `receipt` goes back to this session at once), held until it connects when offline, and
+    /// to nobody (the `receipt` at once) when no session of the organization has the number.
+    async fn route(&self, chat: &Jid, traffic: Traffic, receipt: Option<Traffic>) {
+        let receipt = receipt.map(|r| (Arc::clone(&self.traffic), self.id.clone(), r));
+        let held = Pending { traffic, receipt };
+        match self.network.reach(self, chat) {
+            Reach::Online(peer) => peer.arrive(held).await,
+            Reach::Offline(key) => {
+                if let Some((peer, held)) = self.network.hold(key, held) {
+                    peer.arrive(held).await;
+                }
+            }
+            Reach::Nobody => {
+                if let Some((sink, sender, receipt)) = held.receipt {
+                    sink.deliver(&sender, receipt).await;
+                }
+            }
+        }
+    }
+
+    /// The link dropped or ended: nothing goes until it is back.
+    fn went_offline(&self) {
+        self.connected.store(false, Ordering::Release);
+    }
+
+    /// This session's identity, when it is connected; `Upstream` otherwise.
+    fn online_identity(&self) -> Result<Identity, EngineError> {
+        let identity = lock(&self.state).identity.clone();
+        match identity {
+            Some(identity) if self.connected.load(Ordering::Acquire) && self.current_epoch() != ENDED => Ok(identity),
+            _ => Err(EngineError::Upstream("the sandbox session is not connected".into())),
         }
     }
 
@@ -379,7 +524,7 @@ impl Inner {
     }
 
     /// Pairs with `phone` and connects: `Paired` then `Connected`. Call with `emit_lock` held.
-    async fn pair(&self, phone: Phone, push_name: Option<String>, platform: Option<String>) {
+    async fn pair(self: &Arc<Self>, phone: Phone, push_name: Option<String>, platform: Option<String>) {
         let identity = Identity {
             jid: format!("{phone}@s.whatsapp.net"),
             lid: Some(self.network.lid_for(&phone)),
@@ -398,11 +543,14 @@ impl Inner {
         }
         self.events.emit(&self.id, EngineEvent::Paired(identity)).await;
         self.events.emit(&self.id, EngineEvent::Connected).await;
+        self.went_online().await;
     }
 
     /// Cancels every timer and waits until the tasks are gone.
     async fn shutdown(&self) {
         self.epoch.send_replace(ENDED);
+        // Offline, still known by its number: messages to it wait for its next connection.
+        self.went_offline();
         loop {
             let tasks: Vec<_> = std::mem::take(&mut *lock(&self.tasks));
             if tasks.is_empty() {
@@ -428,6 +576,7 @@ impl Drop for SandboxSession {
     /// A session dropped without `stop()` still ends its timers (they notice on their next wake-up).
     fn drop(&mut self) {
         self.inner.epoch.send_replace(ENDED);
+        self.inner.went_offline();
     }
 }
 
@@ -437,6 +586,8 @@ impl EngineSession for SandboxSession {
     async fn logout(&self) -> Result<(), EngineError> {
         let _order = self.inner.emit_lock.lock().await;
         self.inner.advance_epoch(Some(ENDED));
+        self.inner.went_offline();
+        self.inner.network.leave(&self.inner);
         let mut state = lock(&self.inner.state);
         state.identity = None;
         state.qr = None;
@@ -449,6 +600,10 @@ impl EngineSession for SandboxSession {
     }
 
     fn pairing(&self) -> Option<&dyn Pairing> {
+        Some(self)
+    }
+
+    fn messaging(&self) -> Option<&dyn Messaging> {
         Some(self)
     }
 
@@ -510,6 +665,7 @@ impl SandboxControl for SandboxSession {
             return Err(EngineError::InvalidState("session is not running".into()));
         }
         let epoch = inner.advance_epoch(None);
+        inner.went_offline();
         let (attempt, paired) = {
             let mut state = lock(&inner.state);
             state.reconnect_attempt += 1;
@@ -546,8 +702,122 @@ impl SandboxControl for SandboxSession {
             state.identity = None;
         }
         inner.advance_epoch(Some(ENDED));
+        inner.went_offline();
+        inner.network.leave(inner);
         inner.events.emit(&inner.id, EngineEvent::LoggedOut { reason: "device_removed".into() }).await;
         Ok(())
+    }
+
+    async fn receive(&self, from: Phone, push_name: Option<String>, content: Content) -> Result<String, EngineError> {
+        let inner = &self.inner;
+        inner.online_identity()?;
+        let jid = Jid::of_phone(&from);
+        let wa_message_id = wagate_core::new_wa_message_id();
+        let message = InboundMessage {
+            wa_message_id: wa_message_id.clone(),
+            chat: jid.clone(),
+            from: jid,
+            from_phone: Some(from),
+            push_name: push_name.filter(|n| !n.trim().is_empty()),
+            timestamp: wagate_core::now(),
+            content,
+            reply_to: None,
+            mentions: Vec::new(),
+        };
+        inner.traffic.deliver(&inner.id, Traffic::Message(Box::new(message))).await;
+        Ok(wa_message_id)
+    }
+}
+
+/// Messaging on the simulated network: a message to the number of a connected sandbox session
+/// of the same organization arrives there at once, and the sender gets its delivery receipt at
+/// once; to a sandbox session that is offline (stopped, reconnecting) it waits, in memory, until
+/// that session connects, and the receipt comes then; a message to any other valid number is
+/// delivered at once to nobody (every number is on the sandbox's WhatsApp). Read receipts go
+/// back when the recipient marks the chat read.
+#[async_trait]
+impl Messaging for SandboxSession {
+    async fn send(&self, message: &OutboundMessage) -> Result<Sent, EngineError> {
+        let inner = &self.inner;
+        let me = inner.online_identity()?;
+        let my_jid = Jid::of_phone(&me.phone);
+        let at = wagate_core::now();
+        let traffic = match &message.content {
+            Content::Reaction { target, emoji } => Traffic::Reaction {
+                chat: my_jid.clone(),
+                from: my_jid.clone(),
+                target: target.clone(),
+                emoji: emoji.clone(),
+                at,
+            },
+            content => Traffic::Message(Box::new(InboundMessage {
+                wa_message_id: message.wa_message_id.clone(),
+                chat: my_jid.clone(),
+                from: my_jid.clone(),
+                from_phone: Some(me.phone.clone()),
+                push_name: me.push_name.clone(),
+                timestamp: at,
+                content: content.clone(),
+                reply_to: message.reply_to.as_ref().map(|q| q.wa_message_id.clone()),
+                mentions: message.mentions.clone(),
+            })),
+        };
+        let receipt = Traffic::Receipt {
+            chat: message.chat.clone(),
+            wa_message_ids: vec![message.wa_message_id.clone()],
+            kind: ReceiptKind::Delivered,
+            at,
+        };
+        inner.route(&message.chat, traffic, Some(receipt)).await;
+        Ok(Sent { at })
+    }
+
+    async fn edit(&self, chat: &Jid, wa_message_id: &str, text: &str) -> Result<(), EngineError> {
+        let inner = &self.inner;
+        let me = Jid::of_phone(&inner.online_identity()?.phone);
+        let traffic = Traffic::Edited {
+            chat: me.clone(),
+            from: me,
+            wa_message_id: wa_message_id.to_owned(),
+            text: text.to_owned(),
+            at: wagate_core::now(),
+        };
+        inner.route(chat, traffic, None).await;
+        Ok(())
+    }
+
+    async fn revoke(&self, chat: &Jid, wa_message_id: &str) -> Result<(), EngineError> {
+        let inner = &self.inner;
+        let me = Jid::of_phone(&inner.online_identity()?.phone);
+        let traffic = Traffic::Revoked { chat: me.clone(), from: me, wa_message_id: wa_message_id.to_owned(), at: wagate_core::now() };
+        inner.route(chat, traffic, None).await;
+        Ok(())
+    }
+
+    async fn mark_read(&self, chat: &Jid, messages: &[ReadMark]) -> Result<(), EngineError> {
+        let inner = &self.inner;
+        let me = Jid::of_phone(&inner.online_identity()?.phone);
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let traffic = Traffic::Receipt {
+            chat: me,
+            wa_message_ids: messages.iter().map(|m| m.wa_message_id.clone()).collect(),
+            kind: ReceiptKind::Read,
+            at: wagate_core::now(),
+        };
+        inner.route(chat, traffic, None).await;
+        Ok(())
+    }
+
+    async fn presence(&self, _chat: &Jid, _presence: ChatPresence) -> Result<(), EngineError> {
+        // Nobody watches presence on the simulated network; it only needs a live connection.
+        self.inner.online_identity().map(|_| ())
+    }
+
+    async fn check_numbers(&self, phones: &[Phone]) -> Result<Vec<NumberCheck>, EngineError> {
+        self.inner.online_identity()?;
+        Ok(phones.iter().map(|p| NumberCheck { phone: p.clone(), jid: Some(Jid::of_phone(p)) }).collect())
     }
 }
 

@@ -138,6 +138,7 @@ mod tests {
             desired_running: false,
             identity: None,
             device_name: None,
+            send_policy: wagate_core::SendPolicy::default(),
             created_at: now,
             updated_at: now,
         }

@@ -1,7 +1,7 @@
 //! Storage for wagate.
 //!
 //! One trait per aggregate ([`ApiKeyStore`], [`SessionStore`], [`EventStore`], [`WebhookStore`],
-//! [`DeliveryStore`]), gathered in
+//! [`DeliveryStore`], [`MessageStore`]), gathered in
 //! [`Store`], with a [`UnitOfWork`] for writes that commit together. Two implementations,
 //! chosen once from the database URL: `sqlite://PATH` (the default, WAL mode) and
 //! `postgres://...`, each with its own plain `sqlx` queries and embedded migrations (applied by
@@ -30,6 +30,9 @@ use wagate_core::{
     ApiKeyId, ApiKeyRecord, Event, EventId, EventType, Identity, InstanceId, NewEvent, NewSession,
     OrgId, Session, SessionId, SessionStatus, Timestamp,
 };
+
+pub mod messages;
+pub use messages::{Accepted, Chat, Idempotency, MessageFilter, MessageStore, ReactionRecord, StatusUpdate};
 
 mod webhooks;
 pub use webhooks::{
@@ -99,17 +102,21 @@ pub struct SessionSettings<'a> {
     pub name: Option<Option<&'a str>>,
     /// The linked-device name; cleared means the gateway-wide default.
     pub device_name: Option<Option<&'a str>>,
+    /// Messages per minute (1 to 600); cleared means the gateway-wide default.
+    pub send_per_minute: Option<Option<u32>>,
+    /// Whether chats show "typing…" before a text is sent.
+    pub send_typing: Option<bool>,
 }
 
 impl<'a> SessionSettings<'a> {
     /// Only the name.
     pub fn name(name: Option<&'a str>) -> Self {
-        Self { name: Some(name), device_name: None }
+        Self { name: Some(name), ..Self::default() }
     }
 
     /// Only the linked-device name.
     pub fn device_name(device_name: Option<&'a str>) -> Self {
-        Self { name: None, device_name: Some(device_name) }
+        Self { device_name: Some(device_name), ..Self::default() }
     }
 }
 
@@ -286,7 +293,7 @@ pub trait UnitOfWork: Send {
 }
 
 #[async_trait]
-pub trait Store: ApiKeyStore + SessionStore + EventStore + WebhookStore + DeliveryStore + 'static {
+pub trait Store: ApiKeyStore + SessionStore + EventStore + WebhookStore + DeliveryStore + MessageStore + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
 
@@ -330,7 +337,7 @@ pub trait Store: ApiKeyStore + SessionStore + EventStore + WebhookStore + Delive
 
 /// Everything a caller of the store needs in scope: `use wagate_store::prelude::*;`.
 pub mod prelude {
-    pub use crate::{ApiKeyStore, DeliveryStore, EventStore, SessionStore, Store, UnitOfWork, WebhookStore};
+    pub use crate::{ApiKeyStore, DeliveryStore, EventStore, MessageStore, SessionStore, Store, UnitOfWork, WebhookStore};
 }
 
 /// Opens the store named by `url` and applies its migrations.

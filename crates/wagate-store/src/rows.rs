@@ -13,6 +13,7 @@ use wagate_core::{
 };
 
 use crate::{Result, StoreError};
+use wagate_core::{Direction, Jid, Message, MessageBody, MessageError, MessageId, MessageStatus, MessageType, ReplyRef};
 
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct SessionRow {
@@ -30,6 +31,8 @@ pub(crate) struct SessionRow {
     pub push_name: Option<String>,
     pub platform: Option<String>,
     pub device_name: Option<String>,
+    pub send_per_minute: Option<i64>,
+    pub send_typing: bool,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -272,6 +275,13 @@ impl SessionRow {
             desired_running: self.desired_running,
             identity,
             device_name: self.device_name,
+            send_policy: wagate_core::SendPolicy {
+                messages_per_minute: self
+                    .send_per_minute
+                    .map(|n| u32::try_from(n).map_err(|_| corrupt(T, row_id, "send_per_minute")))
+                    .transpose()?,
+                typing: self.send_typing,
+            },
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
@@ -333,6 +343,88 @@ pub(crate) fn complete_counts(
     counts
 }
 
+
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct MessageRow {
+    pub id: String,
+    pub org_id: String,
+    pub session_id: String,
+    pub chat_id: String,
+    pub wa_message_id: String,
+    pub direction: String,
+    pub from_jid: Option<String>,
+    pub from_phone: Option<String>,
+    pub push_name: Option<String>,
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub text: Option<String>,
+    pub body: String,
+    pub reply_to_id: Option<String>,
+    pub reply_to_wa_id: Option<String>,
+    pub mentions: String,
+    pub edited: bool,
+    pub revoked: bool,
+    pub status: String,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub ts: Timestamp,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl MessageRow {
+    pub(crate) fn into_message(self) -> Result<Message> {
+        const T: &str = "messages";
+        let row_id = self.id.as_str();
+        let bad = |column: &str| corrupt(T, row_id, column);
+        let id = MessageId::parse(row_id).map_err(|_| bad("id"))?;
+        let org = parse_org(T, row_id, &self.org_id)?;
+        let session = SessionId::parse(&self.session_id).map_err(|_| bad("session_id"))?;
+        let chat = Jid::parse(&self.chat_id).map_err(|_| bad("chat_id"))?;
+        let direction = Direction::parse(&self.direction).ok_or_else(|| bad("direction"))?;
+        let from = self.from_jid.as_deref().map(Jid::parse).transpose().map_err(|_| bad("from_jid"))?;
+        let from_phone = self.from_phone.as_deref().map(Phone::parse).transpose().map_err(|_| bad("from_phone"))?;
+        let kind = MessageType::parse(&self.kind).ok_or_else(|| bad("type"))?;
+        let body: MessageBody = serde_json::from_str(&self.body).map_err(|_| bad("body"))?;
+        let reply_to_id = self.reply_to_id.as_deref().map(MessageId::parse).transpose().map_err(|_| bad("reply_to_id"))?;
+        let reply_to = self.reply_to_wa_id.map(|wa_message_id| ReplyRef { message_id: reply_to_id, wa_message_id });
+        let mentions: Vec<String> = serde_json::from_str(&self.mentions).map_err(|_| bad("mentions"))?;
+        let status = MessageStatus::parse(&self.status).ok_or_else(|| bad("status"))?;
+        let error = match (self.error_code, self.error_message) {
+            (Some(code), message) => Some(MessageError { code, message: message.unwrap_or_default() }),
+            (None, _) => None,
+        };
+        Ok(Message {
+            id,
+            org,
+            session,
+            chat,
+            wa_message_id: self.wa_message_id,
+            direction,
+            from_me: direction == Direction::Outbound,
+            from,
+            from_phone,
+            push_name: self.push_name,
+            kind,
+            text: self.text,
+            media: body.media,
+            location: body.location,
+            contact: body.contact,
+            reaction: body.reaction,
+            media_url: body.media_url,
+            reply_to,
+            mentions,
+            edited: self.edited,
+            revoked: self.revoked,
+            status,
+            error,
+            timestamp: self.ts,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,6 +446,8 @@ mod tests {
             push_name: Some("Support".into()),
             platform: None,
             device_name: Some("Front desk".into()),
+            send_per_minute: None,
+            send_typing: false,
             created_at: now,
             updated_at: now,
         }

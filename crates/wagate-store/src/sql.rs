@@ -12,7 +12,7 @@ use crate::StoreError;
 macro_rules! session_columns {
     () => {
         "id, org_id, instance_id, name, engine, status, status_reason, desired_running, \
-         phone, wa_jid, wa_lid, push_name, platform, device_name, created_at, updated_at"
+         phone, wa_jid, wa_lid, push_name, platform, device_name, send_per_minute, send_typing, created_at, updated_at"
     };
 }
 
@@ -94,10 +94,12 @@ pub(crate) const LIST_SESSIONS_AFTER: &str = concat!(
 );
 
 /// `$1` org, `$2` id, `$3` whether to set the name, `$4` the name, `$5` whether to set the
-/// device name, `$6` the device name (NULL: the gateway default), `$7` updated_at.
+/// device name, `$6` the device name (NULL: the gateway default), `$7` updated_at, `$8` whether
+/// to set the pace, `$9` the pace (NULL: the gateway default), `$10` typing (NULL keeps it).
 pub(crate) const UPDATE_SESSION_SETTINGS: &str = concat!(
     "UPDATE sessions SET name = CASE WHEN $3 THEN $4 ELSE name END, \
-     device_name = CASE WHEN $5 THEN $6 ELSE device_name END, updated_at = $7 \
+     device_name = CASE WHEN $5 THEN $6 ELSE device_name END, updated_at = $7, \
+     send_per_minute = CASE WHEN $8 THEN $9 ELSE send_per_minute END, send_typing = COALESCE($10, send_typing) \
      WHERE org_id = $1 AND id = $2 RETURNING ",
     session_columns!()
 );
@@ -342,6 +344,104 @@ pub(crate) const DELIVERY_ATTEMPTS: &str = "SELECT delivery_id, at, duration_ms,
 pub(crate) const COUNT_PENDING_DELIVERIES: &str = "SELECT COUNT(*) FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.status = 'pending' AND w.enabled";
 
 pub(crate) const NEXT_DELIVERY_DUE: &str = "SELECT d.next_attempt_at FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.status = 'pending' AND w.enabled AND d.claimed_until IS NULL ORDER BY d.next_attempt_at LIMIT 1";
+
+macro_rules! message_columns {
+    () => {
+        "id, org_id, session_id, chat_id, wa_message_id, direction, from_jid, from_phone, push_name, type, text, body, \
+         reply_to_id, reply_to_wa_id, mentions, edited, revoked, status, error_code, error_message, ts, created_at, updated_at"
+    };
+}
+pub(crate) use message_columns;
+
+/// `$1`..`$21` the columns of [`message_columns`] up to `ts` (`$21`), then `$22` created_at
+/// (also updated_at), `$23` idempotency key, `$24` its request hash. Nothing when the session
+/// already has that WhatsApp id.
+pub(crate) const INSERT_MESSAGE: &str = concat!(
+    "INSERT INTO messages (id, org_id, session_id, chat_id, wa_message_id, direction, from_jid, from_phone, push_name, \
+     type, text, body, reply_to_id, reply_to_wa_id, mentions, edited, revoked, status, error_code, error_message, ts, \
+     created_at, updated_at, idempotency_key, idempotency_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+     $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $22, $23, $24) \
+     ON CONFLICT (session_id, wa_message_id) DO NOTHING RETURNING ",
+    message_columns!()
+);
+
+/// `$1` session, `$2` key, `$3` the oldest creation time still inside the window.
+pub(crate) const EXPIRE_IDEMPOTENCY_KEY: &str = "UPDATE messages SET idempotency_key = NULL, idempotency_hash = NULL \
+     WHERE session_id = $1 AND idempotency_key = $2 AND created_at < $3";
+
+/// `$1` session, `$2` key: the message id and its request hash.
+pub(crate) const FIND_BY_IDEMPOTENCY_KEY: &str =
+    "SELECT id, idempotency_hash FROM messages WHERE session_id = $1 AND idempotency_key = $2";
+
+pub(crate) const GET_MESSAGE_UNSCOPED: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages WHERE id = $1"
+);
+
+pub(crate) const GET_MESSAGE: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages WHERE org_id = $1 AND session_id = $2 AND id = $3"
+);
+
+pub(crate) const FIND_BY_WA_ID: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages WHERE session_id = $1 AND wa_message_id = $2"
+);
+
+/// `$1` org, `$2` session, `$3` chat (NULL: all), `$4` direction (NULL: both), `$5` after
+/// (exclusive, NULL: from the newest), `$6` limit.
+pub(crate) const LIST_MESSAGES: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages WHERE org_id = $1 AND session_id = $2 AND ($3 IS NULL OR chat_id = $3) \
+     AND ($4 IS NULL OR direction = $4) AND ($5 IS NULL OR id < $5) ORDER BY id DESC LIMIT $6"
+);
+
+/// `$1` id, `$2` status, `$3` error code, `$4` error message, `$5` ts, `$6` updated_at.
+pub(crate) const SET_MESSAGE_STATUS: &str = "UPDATE messages SET status = $2, error_code = $3, error_message = $4, \
+     ts = $5, updated_at = $6 WHERE id = $1";
+
+pub(crate) const QUEUED_MESSAGES: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages WHERE session_id = $1 AND status = 'queued' ORDER BY id LIMIT $2"
+);
+
+pub(crate) const SESSIONS_WITH_QUEUED: &str = "SELECT DISTINCT session_id FROM messages WHERE status = 'queued'";
+
+pub(crate) const UNREAD_INBOUND: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages WHERE session_id = $1 AND chat_id = $2 AND direction = 'inbound' AND status = 'received' ORDER BY id"
+);
+
+/// `$1` session, `$2` id, `$3` updated_at.
+pub(crate) const MARK_READ: &str = "UPDATE messages SET status = 'read', updated_at = $3 \
+     WHERE session_id = $1 AND id = $2 AND direction = 'inbound' AND status = 'received'";
+
+/// `$1` id, `$2` body, `$3` updated_at.
+pub(crate) const SET_MESSAGE_BODY: &str = "UPDATE messages SET body = $2, updated_at = $3 WHERE id = $1";
+
+/// `$1` id, `$2` text, `$3` updated_at.
+pub(crate) const EDIT_MESSAGE: &str = "UPDATE messages SET text = $2, edited = TRUE, updated_at = $3 WHERE id = $1";
+
+/// `$1` id, `$2` updated_at.
+pub(crate) const REVOKE_MESSAGE: &str = "UPDATE messages SET revoked = TRUE, updated_at = $2 WHERE id = $1";
+
+/// `$1` org, `$2` session, `$3` after (the last message id of the previous page's last chat),
+/// `$4` limit: `(chat_id, last message id, unread count)`, latest activity first.
+pub(crate) const LIST_CHATS: &str = "SELECT chat_id, MAX(id) AS last_id, \
+     SUM(CASE WHEN direction = 'inbound' AND status = 'received' THEN 1 ELSE 0 END) AS unread \
+     FROM messages WHERE org_id = $1 AND session_id = $2 GROUP BY chat_id \
+     HAVING ($3 IS NULL OR MAX(id) < $3) ORDER BY last_id DESC LIMIT $4";
+
+/// `$1` session, `$2` chat: the push name of the latest inbound message with one.
+pub(crate) const CHAT_NAME: &str = "SELECT push_name FROM messages WHERE session_id = $1 AND chat_id = $2 \
+     AND direction = 'inbound' AND push_name IS NOT NULL ORDER BY id DESC LIMIT 1";
+
 
 /// Maps a sqlx error to a [`StoreError`]: unique violations become `Conflict` naming the rule
 /// broken (`id`, `instance_id`, `name`, `key_hash`), everything else `Backend`.

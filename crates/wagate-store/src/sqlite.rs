@@ -16,6 +16,7 @@ use crate::{Result, SessionStateUpdate, StateChange, Store, StoreError, UnitOfWo
 
 mod api_keys;
 mod events;
+mod messages;
 mod sessions;
 mod webhooks;
 mod writer;

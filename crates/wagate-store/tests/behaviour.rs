@@ -382,6 +382,7 @@ async fn session_insert_and_scoped_lookups(store: Arc<dyn Store>) {
         desired_running: true,
         identity: None,
         device_name: None,
+        send_policy: wagate_core::SendPolicy::default(),
         created_at: new.created_at,
         updated_at: new.created_at,
     };
@@ -831,12 +832,12 @@ async fn session_settings_change_together_or_not_at_all(store: Arc<dyn Store>) {
     let t = later(b.created_at, 1_000);
 
     // Both fields in one write.
-    let both = SessionSettings { name: Some(Some("gamma")), device_name: Some(Some("Front desk")) };
+    let both = SessionSettings { name: Some(Some("gamma")), device_name: Some(Some("Front desk")), ..SessionSettings::default() };
     let s = store.update_session_settings(&acme, &b.id, &both, t).await.unwrap().unwrap();
     assert_eq!((s.name.as_deref(), s.device_name.as_deref()), (Some("gamma"), Some("Front desk")));
 
     // A duplicate name refuses the whole change: the device name is not written either.
-    let clash = SessionSettings { name: Some(Some("alpha")), device_name: Some(Some("Other")) };
+    let clash = SessionSettings { name: Some(Some("alpha")), device_name: Some(Some("Other")), ..SessionSettings::default() };
     let err = store.update_session_settings(&acme, &b.id, &clash, later(t, 1_000)).await;
     assert!(matches!(err, Err(StoreError::Conflict(ref f)) if f == "name"), "{err:?}");
     let s = store.get_session(&acme, &b.id).await.unwrap().unwrap();
@@ -1238,6 +1239,10 @@ use events::*;
 mod webhooks;
 use webhooks::*;
 
+#[path = "behaviour/messages.rs"]
+mod messages;
+use messages::*;
+
 /// Reads by id are served from memory after the first (see `cache.rs`): each must still see
 /// every write before it, whichever way the write went, and never cross an organization.
 async fn reads_by_id_follow_every_write(store: Arc<dyn Store>) {
@@ -1362,6 +1367,10 @@ scenarios!(
     attempts_are_recorded_with_their_outcome,
     test_events_and_replays_reach_only_their_webhook,
     concurrent_claims_never_overlap,
+    outbound_messages_are_accepted_once_per_idempotency_key,
+    statuses_only_move_forward_each_step_with_its_event,
+    inbound_messages_are_stored_once_with_their_event,
+    messages_and_chats_list_newest_first_within_their_session,
 );
 
 /// The CLI changes keys from another process: the gateway's store sees the change in its

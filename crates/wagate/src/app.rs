@@ -11,7 +11,7 @@ use wagate_auth::Authenticator;
 use wagate_auth::jwt::{JwtConfig, JwtVerifier};
 use wagate_core::OrgId;
 use wagate_runtime::supervisor::{Supervisor, SupervisorConfig};
-use wagate_runtime::{ApiKeyService, EventConfig, EventHub, WebhookService};
+use wagate_runtime::{ApiKeyService, EventConfig, EventHub, MessageService, WebhookService};
 use wagate_store::prelude::*;
 
 use crate::config::Config;
@@ -80,7 +80,10 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("cannot read the event log: {e}"))?;
         let webhooks = Arc::new(WebhookService::new(Arc::clone(&store), Arc::clone(&metrics), config.webhooks.clone()));
         background.extend(webhooks.start().await.map_err(|e| anyhow::anyhow!("cannot start webhook delivery: {e}"))?);
-        let state = AppState::new(store, auth, supervisor, metrics, events, webhooks);
+        // Before any session starts: the engines deliver their traffic to it.
+        let messages = MessageService::new(Arc::clone(&store), Arc::clone(&supervisor), config.messaging.clone());
+        messages.start().await.map_err(|e| anyhow::anyhow!("cannot read the send queue: {e}"))?;
+        let state = AppState::new(store, auth, supervisor, metrics, events, webhooks, messages);
 
         let listener = TcpListener::bind(&config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         let metrics_listener = match &config.metrics_listen {
@@ -128,7 +131,8 @@ impl Application {
         });
         let events = Arc::clone(&state.events);
         let webhooks = Arc::clone(&state.webhooks);
-        let limits = HttpLimits::default();
+        let messages = Arc::clone(&state.messages);
+        let limits = HttpLimits::with_media(messages.media_max_bytes());
         let router = wagate_api::router(state, limits);
         tracing::info!(addr = %listener.local_addr()?, "wagate listening");
         // Open event streams never end by themselves: end them when shutdown begins, so that
@@ -142,6 +146,8 @@ impl Application {
         resume.abort();
         // Deliveries in flight are finished by the next start (their claims expire).
         webhooks.close();
+        // Messages in flight are sent again by the next start, under the same WhatsApp ids.
+        messages.close();
         sessions.shutdown().await;
         for task in background.into_iter().chain(metrics_server) {
             task.abort();

@@ -128,6 +128,12 @@ pub struct Layer {
     /// Webhook attempts in flight at once [default: 8]
     #[arg(long)]
     pub webhook_workers: Option<usize>,
+    /// Messages a session sends per minute unless its sendPolicy says otherwise, 1 to 600 [default: 20]
+    #[arg(long)]
+    pub send_per_minute: Option<u32>,
+    /// Largest media a message may carry, sent or received, in bytes [default: 16777216]
+    #[arg(long)]
+    pub media_max_bytes: Option<u64>,
 }
 
 impl std::str::FromStr for Secret {
@@ -166,6 +172,8 @@ impl Layer {
             webhook_retry_schedule: other.webhook_retry_schedule.or(self.webhook_retry_schedule),
             webhook_allow_private: other.webhook_allow_private.or(self.webhook_allow_private),
             webhook_workers: other.webhook_workers.or(self.webhook_workers),
+            send_per_minute: other.send_per_minute.or(self.send_per_minute),
+            media_max_bytes: other.media_max_bytes.or(self.media_max_bytes),
         }
     }
 
@@ -221,6 +229,11 @@ impl Layer {
                 Some(other) => return Err(format!("WAGATE_WEBHOOK_ALLOW_PRIVATE must be `true` or `false`, not `{other}`")),
             },
             webhook_workers: positive("WAGATE_WEBHOOK_WORKERS", "integer")?.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            send_per_minute: match var("WAGATE_SEND_PER_MINUTE") {
+                None => None,
+                Some(v) => Some(v.trim().parse().map_err(|_| "WAGATE_SEND_PER_MINUTE must be an integer from 1 to 600")?),
+            },
+            media_max_bytes: positive("WAGATE_MEDIA_MAX_BYTES", "number of bytes")?,
         })
     }
 
@@ -249,6 +262,7 @@ pub struct Config {
     pub event_retention: std::time::Duration,
     pub connections: crate::server::ConnectionLimits,
     pub webhooks: wagate_runtime::WebhookConfig,
+    pub messaging: wagate_runtime::MessagingConfig,
 }
 
 /// Settings of the real WhatsApp engine.
@@ -300,7 +314,22 @@ impl Config {
             max_connections: l.max_connections.unwrap_or(10_000).max(1),
             shutdown_grace: secs(l.shutdown_grace, 10),
         };
+        let default_per_minute = l.send_per_minute.unwrap_or(wagate_runtime::messages::DEFAULT_PER_MINUTE);
+        if !(1..=600).contains(&default_per_minute) {
+            return Err(format!("WAGATE_SEND_PER_MINUTE must be an integer from 1 to 600, not {default_per_minute}"));
+        }
+        let media_max_bytes = l
+            .media_max_bytes
+            .map_or(wagate_runtime::messages::DEFAULT_MEDIA_MAX_BYTES, |n| usize::try_from(n).unwrap_or(usize::MAX))
+            .clamp(1, 1 << 30);
+        let messaging = wagate_runtime::MessagingConfig {
+            default_per_minute,
+            media_dir: Some(data_dir.join("media")),
+            media_max_bytes,
+            allow_private: webhooks.allow_private,
+        };
         Ok(Config {
+            messaging,
             webhooks,
             event_retention,
             listen: l.listen.unwrap_or_else(|| "127.0.0.1:8080".to_owned()),

@@ -139,6 +139,9 @@ impl SessionStore for PostgresStore {
             .bind(settings.device_name.is_some())
             .bind(settings.device_name.flatten())
             .bind(at)
+            .bind(settings.send_per_minute.is_some())
+            .bind(settings.send_per_minute.flatten().map(i64::from))
+            .bind(settings.send_typing)
             .fetch_optional(&self.pool)
             .await
             .map_err(db_err)?

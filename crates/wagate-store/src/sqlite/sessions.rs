@@ -135,6 +135,9 @@ impl SessionStore for SqliteStore {
             .bind(settings.device_name.is_some())
             .bind(settings.device_name.flatten())
             .bind(at)
+            .bind(settings.send_per_minute.is_some())
+            .bind(settings.send_per_minute.flatten().map(i64::from))
+            .bind(settings.send_typing)
             .fetch_optional(&mut writer.conn)
             .await
             .map_err(db_err)?

@@ -6,6 +6,8 @@ mod emulator;
 mod events;
 mod hardening;
 mod helpers;
+mod messages;
+mod messages_crash;
 mod receiver;
 mod sessions;
 mod tenancy;
