@@ -468,12 +468,10 @@ pub async fn list(State(state): State<AppState>, Path(id): Path<String>, auth: A
     let after = decode_page_token(&query, |s| MessageId::parse(s).ok())?;
     let chat = query
         .get("chatId")
-        .filter(|c| !c.is_empty())
         .map(|c| Jid::parse(c).map_err(|e| ApiError::validation("chatId", e.to_string())))
         .transpose()?;
     let direction = query
         .get("direction")
-        .filter(|d| !d.is_empty())
         .map(|d| Direction::parse(d).ok_or_else(|| ApiError::validation("direction", "must be `inbound` or `outbound`")))
         .transpose()?;
     let filter = MessageFilter { chat, direction };

@@ -319,6 +319,8 @@ async fn bad_sends_are_validation_errors_naming_the_field() {
     let list = format!("/api/v1/sessions/{a}/messages");
     app.get(&format!("{list}?direction=sideways")).await.assert_validation("direction");
     app.get(&format!("{list}?chatId=nobody")).await.assert_validation("chatId");
+    app.get(&format!("{list}?direction=")).await.assert_validation("direction");
+    app.get(&format!("{list}?chatId=")).await.assert_validation("chatId");
     app.get(&format!("{list}?pageToken=zzz")).await.assert_validation("pageToken");
     app.post(&format!("/api/v1/sessions/{a}:checkNumbers"), json!({"phones": []})).await.assert_validation("phones");
     let many: Vec<String> = (0..51).map(|i| format!("6281100000{i:02}")).collect();
