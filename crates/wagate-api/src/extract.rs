@@ -41,6 +41,51 @@ where
 /// Deserializes `bytes` (empty = `{}`) and turns a failure into a `validation_error`
 /// whose `details.field` is the path of the offending field and whose message says what the
 /// client sent wrong in JSON terms (never a Rust type name).
+/// A nested object field (`#[serde(default, deserialize_with = "object")]`): absent or `null`
+/// is `None`; anything but a JSON object is refused. (serde's derived structs also take an
+/// array of their fields in order, which no schema here allows.) The object is read through
+/// the same deserializer, so an error inside it still names its own field.
+pub(crate) fn object<'de, D, T>(de: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    use std::marker::PhantomData;
+
+    use serde::de::{MapAccess, Visitor};
+
+    struct Nullable<T>(PhantomData<T>);
+    struct Object<T>(PhantomData<T>);
+
+    impl<'de, T: serde::Deserialize<'de>> Visitor<'de> for Nullable<T> {
+        type Value = Option<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+            de.deserialize_map(Object(PhantomData)).map(Some)
+        }
+    }
+
+    impl<'de, T: serde::Deserialize<'de>> Visitor<'de> for Object<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+
+    de.deserialize_option(Nullable(PhantomData))
+}
+
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // No body at all is `{}`; a body of only whitespace is not JSON.
     let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { bytes };

@@ -77,13 +77,21 @@ pub struct SendMessageRequest {
     pub to: String,
     /// 1 to 65,536 characters.
     pub text: Option<String>,
+    #[serde(default, deserialize_with = "crate::extract::object")]
     pub image: Option<MediaRequest>,
+    #[serde(default, deserialize_with = "crate::extract::object")]
     pub video: Option<MediaRequest>,
+    #[serde(default, deserialize_with = "crate::extract::object")]
     pub audio: Option<MediaRequest>,
+    #[serde(default, deserialize_with = "crate::extract::object")]
     pub document: Option<MediaRequest>,
+    #[serde(default, deserialize_with = "crate::extract::object")]
     pub sticker: Option<MediaRequest>,
+    #[serde(default, deserialize_with = "crate::extract::object")]
     pub location: Option<LocationRequest>,
+    #[serde(default, deserialize_with = "crate::extract::object")]
     pub contact: Option<ContactRequest>,
+    #[serde(default, deserialize_with = "crate::extract::object")]
     pub reaction: Option<ReactionRequest>,
     /// Text and media only: a stored message (`msg_…`) of the same chat to quote.
     pub reply_to: Option<String>,
@@ -100,12 +108,19 @@ pub struct ReceiveRequest {
     pub from: String,
     pub push_name: Option<String>,
     pub text: Option<String>,
+    #[serde(default, deserialize_with = "crate::extract::object")]
     pub image: Option<MediaRequest>,
+    #[serde(default, deserialize_with = "crate::extract::object")]
     pub video: Option<MediaRequest>,
+    #[serde(default, deserialize_with = "crate::extract::object")]
     pub audio: Option<MediaRequest>,
+    #[serde(default, deserialize_with = "crate::extract::object")]
     pub document: Option<MediaRequest>,
+    #[serde(default, deserialize_with = "crate::extract::object")]
     pub sticker: Option<MediaRequest>,
+    #[serde(default, deserialize_with = "crate::extract::object")]
     pub location: Option<LocationRequest>,
+    #[serde(default, deserialize_with = "crate::extract::object")]
     pub contact: Option<ContactRequest>,
 }
 

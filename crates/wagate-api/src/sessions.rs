@@ -122,6 +122,7 @@ pub struct PatchSessionRequest {
     #[schema(value_type = Option<String>, example = "Front desk", min_length = 1, max_length = 50, pattern = r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$")]
     pub device_name: Option<Option<String>>,
     /// How the session sends messages; fields left out are unchanged.
+    #[serde(default, deserialize_with = "crate::extract::object")]
     pub send_policy: Option<SendPolicyRequest>,
 }
 

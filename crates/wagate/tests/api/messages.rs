@@ -272,6 +272,8 @@ async fn the_default_pace_and_typing_are_shown_and_validated() {
         app.call(Method::PATCH, &path, Some(&app.key), Some(json!({"sendPolicy": {"messagesPerMinute": bad}}))).await.assert_validation("sendPolicy.messagesPerMinute");
     }
     app.call(Method::PATCH, &path, Some(&app.key), Some(json!({"sendPolicy": {"speed": 1}}))).await.assert_validation("sendPolicy.speed");
+    // An array of the fields is not the object (serde alone would take it).
+    app.call(Method::PATCH, &path, Some(&app.key), Some(json!({"sendPolicy": [null, null]}))).await.assert_validation("sendPolicy");
 }
 
 #[tokio::test]
@@ -290,6 +292,8 @@ async fn bad_sends_are_validation_errors_naming_the_field() {
         (json!({"to": "628222222222", "text": "x", "location": {"latitude": 1, "longitude": 2}}), "location"),
         (json!({"to": "628222222222", "location": {"latitude": 91, "longitude": 2}}), "location.latitude"),
         (json!({"to": "628222222222", "location": {"latitude": 1}}), "location.longitude"),
+        (json!({"to": "628222222222", "location": [1, 2]}), "location"),
+        (json!({"to": "628222222222", "image": ["https://example.com/a.png"]}), "image"),
         (json!({"to": "628222222222", "contact": {"name": "Ann", "phone": "12"}}), "contact.phone"),
         (json!({"to": "628222222222", "reaction": {"messageId": "nope", "emoji": "x"}}), "reaction.messageId"),
         (json!({"to": "628222222222", "reaction": {"messageId": "msg_01J9Z3QK8M5W4X6Y7Z8A9B0C1D", "emoji": "x"}}), "reaction.messageId"),
