@@ -1,6 +1,7 @@
-//! `kill -9` of a real gateway process while events pour in from several clients: after a
-//! restart, every event the API acknowledged (every `:test` answered 202, every status change
-//! in the log) reaches the receiver at least once (deduplicated by `webhook-id`).
+//! `kill -9` of a real gateway process while events pour in from several clients (inbound
+//! sandbox messages, and `:test`s): after a restart, every event the API acknowledged (every
+//! message `sandbox:receive` answered 200, every `:test` answered 202, everything in the log)
+//! reaches the receiver at least once (deduplicated by `webhook-id`).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +39,32 @@ async fn all_event_ids(client: &reqwest::Client, base: &str, key: &str) -> HashS
     }
 }
 
+/// A sandbox session, paired with `phone` and connected.
+async fn connected_session(client: &reqwest::Client, base: &str, key: &str, phone: &str) -> String {
+    let (status, s) = call(client, base, key, Method::POST, "/api/v1/sessions", Some(json!({"engine": "sandbox"}))).await.unwrap();
+    assert_eq!(status, 201, "{s}");
+    let id = s["id"].as_str().unwrap().to_owned();
+    let wait_for = |want: &'static str| {
+        let (client, base, key, id) = (client.clone(), base.to_owned(), key.to_owned(), id.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let (_, s) = call(&client, &base, &key, Method::GET, &format!("/api/v1/sessions/{id}"), None).await.unwrap();
+                if s["status"] == want {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "session never {want}: {s}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_for("awaiting_pairing").await;
+    let (status, body) = call(client, base, key, Method::POST, &format!("/api/v1/sessions/{id}/sandbox:scanQr"), Some(json!({"phoneNumber": phone}))).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    wait_for("connected").await;
+    id
+}
+
 async fn kill_9_mid_flood_loses_no_event(database_url: Option<&str>) {
     const CLIENTS: usize = 4;
     const SESSIONS: usize = 6;
@@ -54,40 +81,43 @@ async fn kill_9_mid_flood_loses_no_event(database_url: Option<&str>) {
     assert_eq!(status, 201, "{hook}");
     let hook = hook["id"].as_str().unwrap().to_owned();
     let mut sessions = Vec::new();
-    for _ in 0..SESSIONS {
-        let (_, s) = call(&client, &gw.base, &key, Method::POST, "/api/v1/sessions", Some(json!({"engine": "sandbox", "start": false}))).await.unwrap();
-        sessions.push(s["id"].as_str().unwrap().to_owned());
+    for i in 0..SESSIONS {
+        sessions.push(connected_session(&client, &gw.base, &key, &format!("6281000000{i:02}")).await);
     }
 
-    // Several clients: `:test` (whose 202 names the event) and start/stop churn, until killed.
-    let acknowledged = Arc::new(Mutex::new(HashSet::new()));
+    // Several clients: inbound messages (`sandbox:receive`, whose 200 is the stored message)
+    // and, one request in four, `:test` (whose 202 names its event), until killed.
+    let tests = Arc::new(Mutex::new(HashSet::new()));
+    let messages = Arc::new(Mutex::new(HashSet::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let sessions = Arc::new(sessions);
     let mut clients = Vec::new();
     for c in 0..CLIENTS {
         let (client, base, key, hook) = (client.clone(), gw.base.clone(), key.clone(), hook.clone());
-        let (acknowledged, stop, sessions) = (Arc::clone(&acknowledged), Arc::clone(&stop), Arc::clone(&sessions));
+        let (tests, messages, stop, sessions) = (Arc::clone(&tests), Arc::clone(&messages), Arc::clone(&stop), Arc::clone(&sessions));
         clients.push(tokio::spawn(async move {
             let mut n = c;
             while !stop.load(Ordering::Relaxed) {
-                let (path, test) = if n % 2 == 0 {
-                    (format!("/api/v1/webhooks/{hook}:test"), true)
+                if n % 4 == 0 {
+                    let Ok((status, body)) = call(&client, &base, &key, Method::POST, &format!("/api/v1/webhooks/{hook}:test"), Some(json!({}))).await else { return };
+                    if status == 202 {
+                        tests.lock().unwrap().insert(body["eventId"].as_str().unwrap().to_owned());
+                    }
                 } else {
                     let session = &sessions[n % sessions.len()];
-                    let verb = if (n / 2) % 2 == 0 { "start" } else { "stop" };
-                    (format!("/api/v1/sessions/{session}:{verb}"), false)
-                };
-                let Ok((status, body)) = call(&client, &base, &key, Method::POST, &path, Some(json!({}))).await else { return };
-                if test && status == 202 {
-                    acknowledged.lock().unwrap().insert(body["eventId"].as_str().unwrap().to_owned());
+                    let inbound = json!({"from": format!("62822222{c:04}"), "text": format!("message {n} from client {c}")});
+                    let Ok((status, body)) = call(&client, &base, &key, Method::POST, &format!("/api/v1/sessions/{session}/sandbox:receive"), Some(inbound)).await else { return };
+                    if status == 200 {
+                        messages.lock().unwrap().insert(body["id"].as_str().unwrap().to_owned());
+                    }
                 }
                 n += 1;
             }
         }));
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while acknowledged.lock().unwrap().len() < 150 || rx.received().len() < 50 {
-        assert!(Instant::now() < deadline, "flood too slow: {} acknowledged", acknowledged.lock().unwrap().len());
+    while messages.lock().unwrap().len() < 300 || rx.received().len() < 50 {
+        assert!(Instant::now() < deadline, "flood too slow: {} messages acknowledged", messages.lock().unwrap().len());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let mut gw = gw;
@@ -97,24 +127,35 @@ async fn kill_9_mid_flood_loses_no_event(database_url: Option<&str>) {
     for client in clients {
         client.await.unwrap();
     }
-    let acknowledged = acknowledged.lock().unwrap().clone();
+    let tests = tests.lock().unwrap().clone();
+    let messages = messages.lock().unwrap().clone();
     let before_restart = rx.received().len();
 
     // Restarted: what was committed before the kill, acknowledged or not, arrives.
     let gw = serve_with(dir.path(), false, &env);
     let committed = all_event_ids(&client, &gw.base, &key).await;
-    assert!(acknowledged.is_subset(&committed), "an acknowledged event is in the log");
+    assert!(tests.is_subset(&committed), "an acknowledged test event is in the log");
     let received = rx
         .wait_until(60, "every committed event", |r| {
             let seen: HashSet<String> = r.iter().map(|x| x.id()).collect();
             committed.is_subset(&seen)
         })
         .await;
+    // Every acknowledged inbound message arrived as its `message.received` event.
+    let delivered: HashSet<String> = received
+        .iter()
+        .map(|r| r.json())
+        .filter(|e| e["type"] == "message.received")
+        .filter_map(|e| e["data"]["id"].as_str().map(str::to_owned))
+        .collect();
+    let missing: Vec<&String> = messages.difference(&delivered).collect();
+    assert!(missing.is_empty(), "{} acknowledged messages never delivered, e.g. {:?}", missing.len(), missing.first());
     let distinct: HashSet<String> = received.iter().map(|r| r.id()).collect();
     eprintln!(
-        "{} events committed ({} acknowledged tests), {} requests received ({} before the restart), {} distinct",
+        "{} events committed ({} acknowledged messages, {} acknowledged tests), {} requests received ({} before the restart), {} distinct",
         committed.len(),
-        acknowledged.len(),
+        messages.len(),
+        tests.len(),
         received.len(),
         before_restart,
         distinct.len()
