@@ -26,7 +26,8 @@ impl Modify for BearerAuth {
 }
 
 /// Answers every authenticated operation can give whatever it does: 401 (no or bad credential),
-/// 403 (a credential without the capability), 504 (the request timeout); and, for operations with
+/// 403 (a credential without the capability), 414 (a URL over the server's limit), 504 (the
+/// request timeout); and, for operations with
 /// a body, 400 (malformed JSON) and 413 (body over the limit).
 struct CommonResponses;
 
@@ -68,6 +69,7 @@ impl Modify for CommonResponses {
                     add("400", "`validation_error`: malformed JSON, a missing, malformed or unknown field");
                     add("413", "`payload_too_large`: the body is over the limit");
                 }
+                add("414", "`validation_error`: the URL (path and query) is over 8,192 bytes");
                 add("504", "`timeout`: the request took longer than the gateway's request timeout");
             }
         }
