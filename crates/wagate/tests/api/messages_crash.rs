@@ -31,7 +31,8 @@ async fn poll(client: &reqwest::Client, base: &str, key: &str, path: &str, pred:
     }
 }
 
-async fn paired(client: &reqwest::Client, base: &str, key: &str, phone: &str) -> String {
+/// A sandbox session, paired with `phone` and connected.
+pub(crate) async fn paired(client: &reqwest::Client, base: &str, key: &str, phone: &str) -> String {
     let (_, s) = call(client, base, key, Method::POST, "/api/v1/sessions", Some(json!({"engine": "sandbox"}))).await;
     let id = s["id"].as_str().unwrap().to_owned();
     let deadline = Instant::now() + Duration::from_secs(20);

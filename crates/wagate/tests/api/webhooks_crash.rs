@@ -12,6 +12,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::crash::serve_with;
+use crate::messages_crash::paired;
 use crate::receiver::Receiver;
 
 async fn call(client: &reqwest::Client, base: &str, key: &str, method: Method, path: &str, body: Option<Value>) -> reqwest::Result<(u16, Value)> {
@@ -39,32 +40,6 @@ async fn all_event_ids(client: &reqwest::Client, base: &str, key: &str) -> HashS
     }
 }
 
-/// A sandbox session, paired with `phone` and connected.
-async fn connected_session(client: &reqwest::Client, base: &str, key: &str, phone: &str) -> String {
-    let (status, s) = call(client, base, key, Method::POST, "/api/v1/sessions", Some(json!({"engine": "sandbox"}))).await.unwrap();
-    assert_eq!(status, 201, "{s}");
-    let id = s["id"].as_str().unwrap().to_owned();
-    let wait_for = |want: &'static str| {
-        let (client, base, key, id) = (client.clone(), base.to_owned(), key.to_owned(), id.clone());
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                let (_, s) = call(&client, &base, &key, Method::GET, &format!("/api/v1/sessions/{id}"), None).await.unwrap();
-                if s["status"] == want {
-                    return;
-                }
-                assert!(Instant::now() < deadline, "session never {want}: {s}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
-    wait_for("awaiting_pairing").await;
-    let (status, body) = call(client, base, key, Method::POST, &format!("/api/v1/sessions/{id}/sandbox:scanQr"), Some(json!({"phoneNumber": phone}))).await.unwrap();
-    assert_eq!(status, 200, "{body}");
-    wait_for("connected").await;
-    id
-}
-
 async fn kill_9_mid_flood_loses_no_event(database_url: Option<&str>) {
     const CLIENTS: usize = 4;
     const SESSIONS: usize = 6;
@@ -82,7 +57,7 @@ async fn kill_9_mid_flood_loses_no_event(database_url: Option<&str>) {
     let hook = hook["id"].as_str().unwrap().to_owned();
     let mut sessions = Vec::new();
     for i in 0..SESSIONS {
-        sessions.push(connected_session(&client, &gw.base, &key, &format!("6281000000{i:02}")).await);
+        sessions.push(paired(&client, &gw.base, &key, &format!("6281000000{i:02}")).await);
     }
 
     // Several clients: inbound messages (`sandbox:receive`, whose 200 is the stored message)
