@@ -92,34 +92,35 @@ fn view(state: &AppState, s: &Session) -> Json<SessionView> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateSessionRequest {
-    /// Unique within the organization; 1 to 100 characters, no control characters, no leading
-    /// or trailing white space.
-    #[schema(example = "support-line", min_length = 1, max_length = 100, pattern = r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$")]
+    /// Unique within the organization; at most 100 characters, no control characters; leading
+    /// and trailing white space is trimmed and at least one other character must remain.
+    #[schema(example = "support-line", min_length = 1, max_length = 100, pattern = r"^\s*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?\s*$")]
     pub name: Option<String>,
     /// Default `whatsapp`.
     pub engine: Option<EngineKind>,
     /// Start connecting at once (default true).
     pub start: Option<bool>,
-    /// The linked-device name shown on the phone (Linked devices); 1 to 50 characters, no
-    /// control characters, no leading or trailing white space. Absent or `null`: the
-    /// gateway-wide default.
-    #[schema(example = "Front desk", min_length = 1, max_length = 50, pattern = r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$")]
+    /// The linked-device name shown on the phone (Linked devices); at most 50 characters, no
+    /// control characters; leading and trailing white space is trimmed and at least one other
+    /// character must remain. Absent or `null`: the gateway-wide default.
+    #[schema(example = "Front desk", min_length = 1, max_length = 50, pattern = r"^\s*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?\s*$")]
     pub device_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PatchSessionRequest {
-    /// A new name (1 to 100 characters, no control characters, no leading or trailing white
-    /// space); `null` removes it; absent leaves it unchanged.
+    /// A new name (at most 100 characters, no control characters, surrounding white space
+    /// trimmed); `null` removes it; absent leaves it unchanged.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, min_length = 1, max_length = 100, pattern = r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 100, pattern = r"^\s*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?\s*$")]
     pub name: Option<Option<String>>,
-    /// A new linked-device name (1 to 50 characters, no control characters); `null` returns to
-    /// the gateway-wide default; absent leaves it unchanged. Takes effect at the next pairing or
-    /// start: a device that is already linked keeps the name the phone has shown since pairing.
+    /// A new linked-device name (at most 50 characters, no control characters, surrounding white
+    /// space trimmed); `null` returns to the gateway-wide default; absent leaves it unchanged.
+    /// Takes effect at the next pairing or start: a device that is already linked keeps the name
+    /// the phone has shown since pairing.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, example = "Front desk", min_length = 1, max_length = 50, pattern = r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$")]
+    #[schema(value_type = Option<String>, example = "Front desk", min_length = 1, max_length = 50, pattern = r"^\s*[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?\s*$")]
     pub device_name: Option<Option<String>>,
     /// How the session sends messages; fields left out are unchanged.
     #[serde(default, deserialize_with = "crate::extract::object")]
@@ -203,9 +204,11 @@ pub(crate) fn parse_phone(field: &str, raw: &str) -> ApiResult<Phone> {
 }
 
 /// Trims `raw` and checks it is 1 to `max` characters without control characters.
+/// Trims surrounding white space. The length limit applies to the text as sent, as the
+/// OpenAPI `maxLength` does, so a value the schema refuses is never accepted.
 fn validate_text(field: &str, raw: &str, max: usize) -> ApiResult<String> {
     let trimmed = raw.trim();
-    if trimmed.is_empty() || trimmed.chars().count() > max {
+    if trimmed.is_empty() || raw.chars().count() > max {
         return Err(ApiError::validation(field, format!("must be 1 to {max} characters")));
     }
     if trimmed.chars().any(char::is_control) {
