@@ -12,8 +12,9 @@
 //! `WAGATE_TEST_POSTGRES_URL` names a server where a fresh database may be created.
 //!
 //! Run: `cargo bench -p wagate-runtime --bench webhooks` (see docs/PERFORMANCE.md).
-//! Knobs: `WAGATE_BENCH_EVENTS`, `WAGATE_BENCH_SECS`, `WAGATE_BENCH_WORKERS` (default 8),
-//! `WAGATE_BENCH_PER_WEBHOOK` (most attempts in flight to the one webhook, default 8).
+//! Knobs: `WAGATE_BENCH_EVENTS`, `WAGATE_BENCH_SECS`, `WAGATE_BENCH_WORKERS` and
+//! `WAGATE_BENCH_PER_WEBHOOK` (attempts in flight in all and to the one webhook; default the
+//! gateway's defaults, `WAGATE_WEBHOOK_WORKERS` and `WAGATE_WEBHOOK_CONCURRENCY`).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -79,8 +80,8 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 async fn setup(store: &Arc<dyn Store>, epoch: Instant) -> (Arc<WebhookService>, Seen) {
     let config = WebhookConfig {
         allow_private: true,
-        workers: env_num("WAGATE_BENCH_WORKERS", 8) as usize,
-        per_webhook_concurrency: env_num("WAGATE_BENCH_PER_WEBHOOK", 8) as u32,
+        workers: env_num("WAGATE_BENCH_WORKERS", WebhookConfig::DEFAULT_WORKERS as u64) as usize,
+        per_webhook_concurrency: env_num("WAGATE_BENCH_PER_WEBHOOK", u64::from(WebhookConfig::DEFAULT_PER_WEBHOOK)) as u32,
         ..WebhookConfig::default()
     };
     let service = Arc::new(WebhookService::new(Arc::clone(store), Arc::new(Metrics::default()), config));

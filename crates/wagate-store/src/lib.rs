@@ -256,6 +256,9 @@ pub trait EventStore: Send + Sync {
         page: PageRequest<'_, EventId>,
     ) -> Result<Page<Event, EventId>>;
     async fn get_event(&self, org: &OrgId, id: &EventId) -> Result<Option<Event>>;
+    /// The stored events at these log positions, of any organization, in no set order (the
+    /// ones past the retention are missing): what a batch of webhook deliveries sends.
+    async fn events_at(&self, seqs: &[i64]) -> Result<Vec<Event>>;
     /// Up to `limit` events of every organization with a position after `after`, oldest
     /// first: the log as its in-process readers tail it.
     async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<Event>>;

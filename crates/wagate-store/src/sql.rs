@@ -276,23 +276,11 @@ pub(crate) const FANOUT_POSITION: &str = "SELECT position FROM webhook_fanout WH
 
 pub(crate) const SET_FANOUT_POSITION: &str = "UPDATE webhook_fanout SET position = $1 WHERE id = 1";
 
-/// The due delivery to claim next, as a subquery (each backend adds how it locks the row):
-/// `$1` now, `$3` the most claimed deliveries per webhook. Among enabled webhooks under that
-/// limit, the lowest event position first: a webhook's deliveries start in event order.
-/// `$hint` names the index to walk, where the backend takes such a hint.
-macro_rules! next_claimable {
-    ($hint:literal) => {
-        concat!("SELECT d.id FROM deliveries d ", $hint, " JOIN webhooks w ON w.id = d.webhook_id \
-         WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND (d.claimed_until IS NULL OR d.claimed_until <= $1) \
-         AND w.enabled AND (SELECT COUNT(*) FROM deliveries c WHERE c.webhook_id = d.webhook_id \
-         AND c.status = 'pending' AND c.claimed_until > $1) < $3 ORDER BY d.event_seq LIMIT 1")
-    };
-}
-
-pub(crate) use {delivery_columns, next_claimable};
+pub(crate) use delivery_columns;
 
 /// `$1` delivery, `$2` at, `$3` duration in ms, `$4` response status, `$5` error.
-pub(crate) const INSERT_ATTEMPT: &str = "INSERT INTO delivery_attempts (delivery_id, n, at, duration_ms, response_status, error) VALUES ($1, (SELECT attempts + 1 FROM deliveries WHERE id = $1), $2, $3, $4, $5)";
+/// Nothing when the delivery is gone (its webhook was deleted during the attempt).
+pub(crate) const INSERT_ATTEMPT: &str = "INSERT INTO delivery_attempts (delivery_id, n, at, duration_ms, response_status, error) SELECT $1, attempts + 1, $2, $3, $4, $5 FROM deliveries WHERE id = $1";
 
 /// `$1` delivery, `$2` status, `$3` next attempt (NULL when settled), `$4` attempted at,
 /// `$5` response status, `$6` error. Releases the claim.

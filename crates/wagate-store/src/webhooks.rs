@@ -121,8 +121,15 @@ pub trait DeliveryStore: Send + Sync {
     /// Ends every claim. Only for the store's one owner at start-up: the claims it finds belong
     /// to a process that is gone, and their deliveries need not wait for the leases to run out.
     async fn release_claims(&self) -> Result<u64>;
-    /// Records an attempt and applies its outcome (releasing the claim).
-    async fn record_attempt(&self, id: &DeliveryId, record: &AttemptRecord<'_>) -> Result<Delivery>;
+    /// Records attempts and applies their outcomes (releasing the claims), all in one
+    /// transaction, in the order given. Returns the deliveries as they are after, in that
+    /// order; one that no longer exists (its webhook was deleted meanwhile) is left out.
+    async fn record_attempts(&self, records: &[(DeliveryId, AttemptRecord<'_>)]) -> Result<Vec<Delivery>>;
+    /// [`DeliveryStore::record_attempts`] for one.
+    async fn record_attempt(&self, id: &DeliveryId, record: &AttemptRecord<'_>) -> Result<Delivery> {
+        let mut done = self.record_attempts(&[(id.clone(), record.clone())]).await?;
+        done.pop().ok_or_else(|| crate::StoreError::Backend(format!("delivery {id} no longer exists")))
+    }
     /// Queues a delivery again, due at `at`, with a fresh retry schedule.
     async fn retry_delivery(&self, org: &OrgId, webhook: &WebhookId, id: &DeliveryId, at: Timestamp) -> Result<Option<Delivery>>;
     /// Queues every stored event of the window that `webhook` accepts (its session scope and
@@ -163,6 +170,29 @@ pub(crate) fn with_webhooks(deliveries: Vec<Delivery>, webhooks: &[Webhook]) -> 
             Some(Claimed { delivery, webhook })
         })
         .collect()
+}
+
+/// The webhook updates that follow a batch of attempts: `(webhook, succeeded, at, disable)`,
+/// each to run as `WEBHOOK_AFTER_ATTEMPT`. A webhook whose attempts of the batch all succeeded
+/// (the common case) gets one update, with the same effect as one per attempt; any other
+/// webhook gets one per attempt, in order.
+pub(crate) fn webhook_updates<'a>(records: &'a [(DeliveryId, AttemptRecord<'a>)]) -> Vec<(&'a WebhookId, bool, Timestamp, Option<DisabledReason>)> {
+    let mut updates = Vec::new();
+    let mut seen: Vec<&WebhookId> = Vec::new();
+    for (_, first) in records {
+        if seen.contains(&first.webhook) {
+            continue;
+        }
+        seen.push(first.webhook);
+        let mine = records.iter().map(|(_, r)| r).filter(|r| r.webhook == first.webhook);
+        if mine.clone().all(|r| r.next == NextStep::Succeeded && r.disable.is_none()) {
+            let last = mine.last().unwrap_or(first);
+            updates.push((first.webhook, true, last.attempt.at, None));
+        } else {
+            updates.extend(mine.map(|r| (r.webhook, r.next == NextStep::Succeeded, r.attempt.at, r.disable)));
+        }
+    }
+    updates
 }
 
 /// A delivery with its attempts, oldest first.

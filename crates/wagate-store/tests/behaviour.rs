@@ -1365,6 +1365,7 @@ scenarios!(
     fan_out_queues_each_matching_pair_once,
     claims_follow_event_order_under_a_per_webhook_limit,
     attempts_are_recorded_with_their_outcome,
+    attempts_recorded_in_a_batch_apply_in_order,
     test_events_and_replays_reach_only_their_webhook,
     concurrent_claims_never_overlap,
     outbound_messages_are_accepted_once_per_idempotency_key,

@@ -125,9 +125,12 @@ pub struct Layer {
     /// Let webhooks target loopback and private networks [default: false]
     #[arg(long)]
     pub webhook_allow_private: Option<bool>,
-    /// Webhook attempts in flight at once [default: 8]
+    /// Webhook attempts in flight at once [default: 64]
     #[arg(long)]
     pub webhook_workers: Option<usize>,
+    /// Webhook attempts in flight at once to one webhook [default: 16]
+    #[arg(long)]
+    pub webhook_concurrency: Option<u32>,
     /// Messages a session sends per minute unless its sendPolicy says otherwise, 1 to 600 [default: 20]
     #[arg(long)]
     pub send_per_minute: Option<u32>,
@@ -172,6 +175,7 @@ impl Layer {
             webhook_retry_schedule: other.webhook_retry_schedule.or(self.webhook_retry_schedule),
             webhook_allow_private: other.webhook_allow_private.or(self.webhook_allow_private),
             webhook_workers: other.webhook_workers.or(self.webhook_workers),
+            webhook_concurrency: other.webhook_concurrency.or(self.webhook_concurrency),
             send_per_minute: other.send_per_minute.or(self.send_per_minute),
             media_max_bytes: other.media_max_bytes.or(self.media_max_bytes),
         }
@@ -229,6 +233,7 @@ impl Layer {
                 Some(other) => return Err(format!("WAGATE_WEBHOOK_ALLOW_PRIVATE must be `true` or `false`, not `{other}`")),
             },
             webhook_workers: positive("WAGATE_WEBHOOK_WORKERS", "integer")?.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            webhook_concurrency: positive("WAGATE_WEBHOOK_CONCURRENCY", "integer")?.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
             send_per_minute: match var("WAGATE_SEND_PER_MINUTE") {
                 None => None,
                 Some(v) => Some(v.trim().parse().map_err(|_| "WAGATE_SEND_PER_MINUTE must be an integer from 1 to 600")?),
@@ -374,6 +379,7 @@ fn webhook_settings(l: &Layer) -> Result<wagate_runtime::WebhookConfig, String> 
         retry_schedule,
         allow_private: l.webhook_allow_private.unwrap_or(false),
         workers: l.webhook_workers.unwrap_or(WebhookConfig::DEFAULT_WORKERS).max(1),
+        per_webhook_concurrency: l.webhook_concurrency.unwrap_or(WebhookConfig::DEFAULT_PER_WEBHOOK).max(1),
         ..defaults
     })
 }
@@ -461,14 +467,15 @@ mod tests {
         assert_eq!(c.webhooks.timeout.as_secs(), 15);
         assert_eq!(c.webhooks.retry_schedule, parse_retry_schedule(wagate_runtime::WebhookConfig::DEFAULT_RETRY_SCHEDULE).unwrap());
         assert!(!c.webhooks.allow_private);
-        let file: Layer = toml::from_str("webhook_timeout = \"2s\"\nwebhook_retry_schedule = \"50ms, 1s\"\nwebhook_workers = 3").unwrap();
+        let file: Layer = toml::from_str("webhook_timeout = \"2s\"\nwebhook_retry_schedule = \"50ms, 1s\"\nwebhook_workers = 3\nwebhook_concurrency = 2").unwrap();
         let env = Layer::from_env(|k| (k == "WAGATE_WEBHOOK_ALLOW_PRIVATE").then(|| "true".to_owned())).unwrap();
         let c = Config::resolve(Some(file), Layer::default(), env).unwrap();
         assert_eq!(c.webhooks.timeout, std::time::Duration::from_secs(2));
         assert_eq!(c.webhooks.retry_schedule, vec![std::time::Duration::from_millis(50), std::time::Duration::from_secs(1)]);
-        assert_eq!((c.webhooks.workers, c.webhooks.allow_private), (3, true));
+        assert_eq!((c.webhooks.workers, c.webhooks.per_webhook_concurrency, c.webhooks.allow_private), (3, 2, true));
         assert!(Layer::from_env(|k| (k == "WAGATE_WEBHOOK_ALLOW_PRIVATE").then(|| "maybe".to_owned())).is_err());
         assert!(Layer::from_env(|k| (k == "WAGATE_WEBHOOK_WORKERS").then(|| "0".to_owned())).is_err());
+        assert!(Layer::from_env(|k| (k == "WAGATE_WEBHOOK_CONCURRENCY").then(|| "0".to_owned())).is_err());
         for bad in [("WAGATE_WEBHOOK_TIMEOUT", "soon"), ("WAGATE_WEBHOOK_RETRY_SCHEDULE", "5s,,5m"), ("WAGATE_WEBHOOK_RETRY_SCHEDULE", "5x")] {
             let env = Layer::from_env(|k| (k == bad.0).then(|| bad.1.to_owned())).unwrap();
             assert!(Config::resolve(None, Layer::default(), env).is_err(), "{bad:?}");

@@ -1,13 +1,20 @@
-//! One delivery attempt, start to end: take the next claimed delivery (claimed a batch at a
-//! time), sign and POST its event, record the attempt and what follows (success, a retry at a
-//! time, failure, a disabled webhook). [`Deliverer::deliver_next`] is the whole step, so a test can drive it.
+//! Delivery attempts, start to end: claim a batch of due deliveries (with the batch's events
+//! read in one query), sign and POST each event, record the attempt and what follows (success,
+//! a retry at a time, failure, a disabled webhook). [`Deliverer::claim`] and
+//! [`Deliverer::attempt`] are what the dispatcher runs; [`Deliverer::deliver_next`] is both
+//! for one delivery, so a test can drive it.
+//!
+//! Attempts are recorded in batches: a worker hands its record to the recorder and waits for
+//! the transaction that holds it to commit, and the recorder commits whatever records arrived
+//! while the previous batch was committing, together. A delivery's claim lasts until its record
+//! commits, so a crash in between has it attempted again (at least once, never lost).
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use rand::Rng as _;
-use wagate_core::{Delivery, DeliveryAttempt, DisabledReason, Event, Timestamp, Webhook};
+use tokio::sync::{mpsc, oneshot};
+use wagate_core::{Delivery, DeliveryAttempt, DeliveryId, DisabledReason, Event, Timestamp, Webhook, WebhookId};
 use wagate_egress::{EgressClient, Url};
 use wagate_store::prelude::*;
 use wagate_store::{AttemptRecord, Claimed, NextStep, StoreError};
@@ -22,6 +29,8 @@ const LEASE_MARGIN: Duration = Duration::from_secs(30);
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// A `Retry-After` is honoured up to this long.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// Most attempts recorded in one transaction.
+const MAX_RECORD_BATCH: usize = 256;
 
 /// What an attempt got back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,37 +49,105 @@ pub struct Deliverer {
     client: EgressClient,
     config: Arc<WebhookConfig>,
     metrics: Arc<Metrics>,
-    /// Deliveries claimed and not yet taken by a worker, in claim order. Claims are taken a
-    /// batch at a time (one transaction for up to one per worker), under this lock, so the
-    /// per-webhook limit (counted in the claim's own query, buffered claims included) is exact.
-    claimed: tokio::sync::Mutex<VecDeque<Claimed>>,
+    /// The recorder's queue, started with the first record.
+    recorder: OnceLock<mpsc::UnboundedSender<PendingRecord>>,
+}
+
+/// An attempt waiting for the recorder.
+struct PendingRecord {
+    delivery: DeliveryId,
+    webhook: WebhookId,
+    attempt: DeliveryAttempt,
+    next: NextStep,
+    disable: Option<DisabledReason>,
+    done: oneshot::Sender<Result<Delivery, StoreError>>,
+}
+
+/// Commits the records that queued up while the last batch was committing, in one transaction
+/// each batch, until every sender is gone.
+async fn record_batches(store: Arc<dyn Store>, mut queue: mpsc::UnboundedReceiver<PendingRecord>) {
+    let mut batch = Vec::new();
+    while queue.recv_many(&mut batch, MAX_RECORD_BATCH).await > 0 {
+        let records: Vec<(DeliveryId, AttemptRecord<'_>)> = batch
+            .iter()
+            .map(|p| (p.delivery.clone(), AttemptRecord { webhook: &p.webhook, attempt: &p.attempt, next: p.next, disable: p.disable }))
+            .collect();
+        let outcome = store.record_attempts(&records).await;
+        drop(records);
+        match outcome {
+            Ok(mut recorded) => {
+                for pending in batch.drain(..) {
+                    let found = recorded.iter().position(|d| d.id == pending.delivery).map(|i| recorded.swap_remove(i));
+                    let answer = found.ok_or_else(|| StoreError::Backend(format!("delivery {} no longer exists (its webhook was deleted)", pending.delivery)));
+                    let _ = pending.done.send(answer);
+                }
+            }
+            Err(e) => {
+                for pending in batch.drain(..) {
+                    let _ = pending.done.send(Err(StoreError::Backend(e.to_string())));
+                }
+            }
+        }
+    }
 }
 
 impl Deliverer {
     pub fn new(store: Arc<dyn Store>, config: Arc<WebhookConfig>, metrics: Arc<Metrics>) -> Self {
         let client = EgressClient::new(config.guard(), config.timeout, concat!("wagate-webhooks/", env!("CARGO_PKG_VERSION")));
-        Self { store, client, config, metrics, claimed: tokio::sync::Mutex::new(VecDeque::new()) }
+        Self { store, client, config, metrics, recorder: OnceLock::new() }
     }
 
-    /// The next claimed delivery: from the batch claimed before, or from a new batch.
-    async fn next_claimed(&self) -> Result<Option<Claimed>, StoreError> {
-        let mut claimed = self.claimed.lock().await;
-        if claimed.is_empty() {
-            let now = wagate_core::now();
-            // A claim may wait in the batch for about one attempt of another worker before its
-            // own attempt starts.
-            let lease = after(now, 2 * self.config.timeout + LEASE_MARGIN);
-            let batch = u32::try_from(self.config.workers.max(1)).unwrap_or(u32::MAX);
-            claimed.extend(self.store.claim_deliveries(now, lease, self.config.per_webhook_concurrency, batch).await?);
-        }
-        Ok(claimed.pop_front())
+    /// Records an attempt with the ones of other workers; returns once it committed.
+    async fn record(&self, delivery: &Delivery, record: AttemptRecord<'_>) -> Result<Delivery, StoreError> {
+        let queue = self.recorder.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(record_batches(Arc::clone(&self.store), rx));
+            tx
+        });
+        let (done, answer) = oneshot::channel();
+        let pending = PendingRecord {
+            delivery: delivery.id.clone(),
+            webhook: record.webhook.clone(),
+            attempt: record.attempt.clone(),
+            next: record.next,
+            disable: record.disable,
+            done,
+        };
+        let closed = || StoreError::Backend("the webhook recorder stopped".into());
+        queue.send(pending).map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    /// Claims up to `limit` due deliveries (in event order per webhook, under the per-webhook
+    /// limit), each with its event (`None`: gone from the log), read in one query.
+    pub async fn claim(&self, limit: usize) -> Result<Vec<(Claimed, Option<Event>)>, StoreError> {
+        let now = wagate_core::now();
+        // A claim may wait for a free worker for about one attempt before its own starts.
+        let lease = after(now, 2 * self.config.timeout + LEASE_MARGIN);
+        let limit = u32::try_from(limit.max(1)).unwrap_or(u32::MAX);
+        let batch = self.store.claim_deliveries(now, lease, self.config.per_webhook_concurrency, limit).await?;
+        let seqs: Vec<i64> = batch.iter().map(|c| c.delivery.event_seq).collect();
+        let mut events = self.store.events_at(&seqs).await?;
+        Ok(batch
+            .into_iter()
+            .map(|c| {
+                let d = &c.delivery;
+                let event = events.iter().position(|e| e.seq == d.event_seq && e.id == d.event && e.org == d.org).map(|i| events.swap_remove(i));
+                (c, event)
+            })
+            .collect())
     }
 
     /// Claims the next due delivery, attempts it and records the attempt. `Ok(None)` when
     /// nothing is due.
     pub async fn deliver_next(&self) -> Result<Option<Delivery>, StoreError> {
-        let Some(Claimed { delivery, webhook }) = self.next_claimed().await? else { return Ok(None) };
-        let event = self.store.get_event(&delivery.org, &delivery.event).await?;
+        let Some((claimed, event)) = self.claim(1).await?.pop() else { return Ok(None) };
+        self.attempt(claimed, event).await.map(Some)
+    }
+
+    /// Attempts a claimed delivery and records the attempt; returns the delivery after.
+    pub async fn attempt(&self, claimed: Claimed, event: Option<Event>) -> Result<Delivery, StoreError> {
+        let Claimed { delivery, webhook } = claimed;
         let at = wagate_core::now();
         let started = Instant::now();
         let answer = match &event {
@@ -90,7 +167,7 @@ impl Deliverer {
         };
         let (next, disable) = self.next_step(&delivery, &webhook, &answer, at);
         let record = AttemptRecord { webhook: &webhook.id, attempt: &attempt, next, disable };
-        let recorded = self.store.record_attempt(&delivery.id, &record).await?;
+        let recorded = self.record(&delivery, record).await?;
         let outcome = match next {
             NextStep::Succeeded => "succeeded",
             NextStep::RetryAt(_) => "retrying",
@@ -101,7 +178,7 @@ impl Deliverer {
             tracing::warn!(webhook = %webhook.id, org = %webhook.org, reason = reason.as_str(), "webhook disabled");
         }
         tracing::debug!(delivery = %recorded.id, webhook = %webhook.id, outcome, status = ?attempt.response_status, "webhook attempt");
-        Ok(Some(recorded))
+        Ok(recorded)
     }
 
     /// Signs and POSTs the event's envelope (the bytes `GET /api/v1/events/{id}` answers).

@@ -4,17 +4,19 @@
 //!   are committed) turns each committed event into one delivery row per matching webhook,
 //!   advancing a cursor stored in the same transaction: nothing is queued in memory, so a crash
 //!   loses nothing and doubles nothing.
-//! - **Delivery workers** run [`Deliverer::deliver_next`] in a loop: take the next due delivery
-//!   (claimed with a lease, a batch of up to one per worker at a time; in event order per
-//!   webhook, under a per-webhook limit), sign it (Standard Webhooks), POST it through the
-//!   address guard, record the attempt and schedule what follows.
+//! - **The dispatcher** claims due deliveries for the attempt slots that are free (with a
+//!   lease; in event order per webhook, under a per-webhook limit) and runs each attempt in a
+//!   task of its own ([`Deliverer::attempt`]): sign it (Standard Webhooks), POST it through the
+//!   address guard, record the attempt (batched with the others that ended meanwhile) and
+//!   schedule what follows. One claimer, woken when a slot frees up or work is queued: idle
+//!   slots never race each other for the same rows.
 //! - [`WebhookService`] is what the API calls: webhooks within one organization, their
 //!   deliveries, `:test`, `:replay`, `:retry`, `:rotateSecret`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use wagate_core::{
     Delivery, DeliveryId, DeliveryStatus, EventType, NewEvent, NewWebhook, OrgId, SessionId, Webhook,
     WebhookId, WebhookSecret,
@@ -56,7 +58,7 @@ pub struct WebhookConfig {
     pub allow_private: bool,
     /// Attempts in flight at once across all webhooks (`WAGATE_WEBHOOK_WORKERS`).
     pub workers: usize,
-    /// Attempts in flight at once to one webhook.
+    /// Attempts in flight at once to one webhook (`WAGATE_WEBHOOK_CONCURRENCY`).
     pub per_webhook_concurrency: u32,
     /// A webhook with no successful attempt for this long is disabled (`failing`).
     pub failing_after: Duration,
@@ -67,7 +69,10 @@ pub struct WebhookConfig {
 impl WebhookConfig {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
     pub const DEFAULT_RETRY_SCHEDULE: &'static str = "5s,5m,30m,2h,5h,10h,10h";
-    pub const DEFAULT_WORKERS: usize = 8;
+    /// Throughput to one webhook is bound by the attempts in flight to it (each keeps its
+    /// place until its record commits): measured in docs/PERFORMANCE.md.
+    pub const DEFAULT_WORKERS: usize = 64;
+    pub const DEFAULT_PER_WEBHOOK: u32 = 16;
 
     pub fn guard(&self) -> AddressGuard {
         AddressGuard::new(self.allow_private)
@@ -90,7 +95,7 @@ impl Default for WebhookConfig {
             ],
             allow_private: false,
             workers: Self::DEFAULT_WORKERS,
-            per_webhook_concurrency: 4,
+            per_webhook_concurrency: Self::DEFAULT_PER_WEBHOOK,
             failing_after: hours(5 * 24),
             secret_overlap: hours(24),
         }
@@ -266,17 +271,17 @@ impl WebhookService {
         Ok(self.spawn_workers())
     }
 
-    /// Starts the fan-out, `config.workers` delivery workers and the backlog gauge. They run
-    /// until [`WebhookService::close`].
+    /// Starts the fan-out, the dispatcher (up to `config.workers` attempts at once) and the
+    /// backlog gauge. They run until [`WebhookService::close`].
     pub fn spawn_workers(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
-        let mut tasks = vec![tokio::spawn(Arc::clone(self).fan_out_loop()), tokio::spawn(Arc::clone(self).backlog_loop())];
-        for _ in 0..self.config.workers.max(1) {
-            tasks.push(tokio::spawn(Arc::clone(self).worker_loop()));
-        }
-        tasks
+        vec![
+            tokio::spawn(Arc::clone(self).fan_out_loop()),
+            tokio::spawn(Arc::clone(self).backlog_loop()),
+            tokio::spawn(Arc::clone(self).dispatch_loop()),
+        ]
     }
 
-    /// Stops the workers after their current attempt.
+    /// Stops claiming; attempts in flight end on their own.
     pub fn close(&self) {
         self.closed.send_replace(true);
     }
@@ -302,7 +307,9 @@ impl WebhookService {
         }
     }
 
-    async fn worker_loop(self: Arc<Self>) {
+    async fn dispatch_loop(self: Arc<Self>) {
+        let workers = self.config.workers.max(1);
+        let slots = Arc::new(Semaphore::new(workers));
         let mut closed = self.closed.subscribe();
         let mut failures = 0u32;
         loop {
@@ -313,21 +320,48 @@ impl WebhookService {
             let woken = self.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let wait = match self.deliverer.deliver_next().await {
-                Ok(Some(_)) => {
-                    failures = 0;
-                    // A place under its webhook's limit may have freed up for an idle worker.
-                    self.wake.notify_waiters();
-                    continue;
-                }
-                Ok(None) => {
-                    failures = 0;
-                    self.until_next_due().await
-                }
-                Err(e) => {
-                    failures = failures.saturating_add(1);
-                    tracing::warn!(error = %e, failures, "webhook delivery worker cannot use the database; retrying");
-                    Duration::from_millis(100 << failures.min(5))
+            let free = slots.available_permits();
+            let wait = if free == 0 {
+                // Every slot is busy: an attempt that ends wakes this loop.
+                SAFETY_POLL
+            } else {
+                match self.deliverer.claim(free).await {
+                    Ok(batch) if !batch.is_empty() => {
+                        failures = 0;
+                        let all = batch.len() == free;
+                        for (claimed, event) in batch {
+                            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
+                            let service = Arc::clone(&self);
+                            tokio::spawn(async move {
+                                if let Err(e) = service.deliverer.attempt(claimed, event).await {
+                                    // The claim runs out and the delivery is attempted again.
+                                    tracing::warn!(error = %e, "a webhook attempt could not be recorded; it will be attempted again");
+                                }
+                                drop(slot);
+                                service.wake.notify_waiters();
+                            });
+                        }
+                        if all {
+                            continue;
+                        }
+                        // Nothing more is claimable now: the attempts just started wake this
+                        // loop as they end.
+                        SAFETY_POLL
+                    }
+                    Ok(_) if slots.available_permits() < workers => {
+                        // Attempts in flight wake this loop as they end.
+                        failures = 0;
+                        SAFETY_POLL
+                    }
+                    Ok(_) => {
+                        failures = 0;
+                        self.until_next_due().await
+                    }
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        tracing::warn!(error = %e, failures, "webhook dispatcher cannot use the database; retrying");
+                        Duration::from_millis(100 << failures.min(5))
+                    }
                 }
             };
             tokio::select! {
@@ -338,8 +372,8 @@ impl WebhookService {
         }
     }
 
-    /// How long an idle worker may sleep (it is also woken when work is queued or a delivery
-    /// ends): until the next retry is due, at most the safety poll. A delivery due already but
+    /// How long the idle dispatcher may sleep (it is also woken when work is queued or an
+    /// attempt ends): until the next retry is due, at most the safety poll. A delivery due already but
     /// not claimable waits for its webhook's attempts in flight, which wake the worker as they
     /// end; the short floor covers a retry that fell due between the claim and this query.
     async fn until_next_due(&self) -> Duration {

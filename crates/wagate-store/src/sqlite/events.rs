@@ -33,6 +33,9 @@ fn into_events(rows: Vec<EventRow>) -> Result<Vec<Event>> {
     rows.into_iter().map(EventRow::into_event).collect()
 }
 
+/// `$1` the positions.
+const EVENTS_AT: &str = concat!("SELECT ", sql::event_columns!(), " FROM events WHERE seq IN (SELECT value FROM json_each($1))");
+
 #[async_trait]
 impl EventStore for SqliteStore {
     async fn list_events(&self, org: &OrgId, filter: &EventFilter, page: PageRequest<'_, EventId>) -> Result<Page<Event, EventId>> {
@@ -58,6 +61,18 @@ impl EventStore for SqliteStore {
             .map_err(db_err)?
             .map(EventRow::into_event)
             .transpose()
+    }
+
+    async fn events_at(&self, seqs: &[i64]) -> Result<Vec<Event>> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query_as::<_, EventRow>(EVENTS_AT)
+            .bind(serde_json::to_string(seqs).map_err(|e| crate::StoreError::Backend(e.to_string()))?)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        into_events(rows)
     }
 
     async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<Event>> {

@@ -117,6 +117,23 @@ impl Writer {
         }
     }
 
+    /// Begins a transaction of this turn's own, outside any group: for several statements that
+    /// must commit once, without waiting for a group. Only on a turn from
+    /// [`WriteLock::statement`]. If it is not committed (an error, or the caller dropped), the
+    /// next turn rolls it back first.
+    pub(crate) async fn begin_alone(&mut self) -> Result<()> {
+        debug_assert!(self.group.is_none(), "a group is open");
+        self.undo = Some(Undo::All);
+        run(&mut self.conn, "BEGIN IMMEDIATE").await
+    }
+
+    /// Commits the transaction [`Writer::begin_alone`] began.
+    pub(crate) async fn commit_alone(&mut self) -> Result<()> {
+        run(&mut self.conn, "COMMIT").await?;
+        self.undo = None;
+        Ok(())
+    }
+
     /// Commits the open transaction, if any, and tells its members.
     async fn close(&mut self) {
         self.settle().await;

@@ -264,6 +264,63 @@ pub async fn attempts_are_recorded_with_their_outcome(store: Arc<dyn Store>) {
     assert!(store.retry_delivery(&org("globex"), &hook.id, &d.id, retry_at).await.unwrap().is_none());
 }
 
+/// A batch of attempts commits together, with the same outcome as one attempt at a time: the
+/// webhook's failure clock follows its attempts in order, also within one batch. The batch's
+/// events are read by their positions.
+pub async fn attempts_recorded_in_a_batch_apply_in_order(store: Arc<dyn Store>) {
+    let acme = org("acme");
+    let a = store.insert_webhook(&new_webhook(&acme, None, None)).await.unwrap();
+    let b = store.insert_webhook(&new_webhook(&acme, None, None)).await.unwrap();
+    let s = store.insert_session(&new_session(&acme, None)).await.unwrap();
+    for status in [SessionStatus::Starting, SessionStatus::Stopped, SessionStatus::Starting] {
+        store.update_session_state(&s.id, &state(status, None, IdentityUpdate::Keep)).await.unwrap();
+    }
+    fan_out_all(store.as_ref()).await;
+    let now = later(1);
+    let claimed = claim_all(store.as_ref(), now, 10).await;
+    assert!(claimed.iter().filter(|c| c.webhook.id == a.id).count() >= 3 && claimed.iter().filter(|c| c.webhook.id == b.id).count() >= 3);
+
+    let seqs: Vec<i64> = claimed.iter().map(|c| c.delivery.event_seq).collect();
+    let events = store.events_at(&seqs).await.unwrap();
+    let mut got: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    got.sort_unstable();
+    let mut want = seqs.clone();
+    want.sort_unstable();
+    want.dedup();
+    assert_eq!(got, want, "each position's event once");
+    assert!(claimed.iter().all(|c| events.iter().any(|e| e.seq == c.delivery.event_seq && e.id == c.delivery.event)));
+    assert!(store.events_at(&[]).await.unwrap().is_empty());
+    assert!(store.events_at(&[i64::MAX]).await.unwrap().is_empty());
+
+    // Webhook `a` fails (its clock starts at t0); then, in one batch, it succeeds and fails
+    // again: the clock restarts at that failure. Webhook `b` only succeeds.
+    assert!(store.record_attempts(&[]).await.unwrap().is_empty(), "an empty batch records nothing");
+    let mine_a: Vec<&wagate_store::Claimed> = claimed.iter().filter(|c| c.webhook.id == a.id).collect();
+    let mine_b: Vec<&wagate_store::Claimed> = claimed.iter().filter(|c| c.webhook.id == b.id).collect();
+    let retry = NextStep::RetryAt(now + Duration::seconds(30));
+    let (t0, t1, t2) = (now, now + Duration::seconds(1), now + Duration::seconds(2));
+    store.record_attempt(&mine_a[0].delivery.id, &AttemptRecord { webhook: &a.id, attempt: &attempt(t0, Some(500)), next: retry, disable: None }).await.unwrap();
+    assert_eq!(store.get_webhook(&acme, &a.id).await.unwrap().unwrap().failing_since, Some(t0));
+    let targets = [mine_a[1], mine_a[2], mine_b[0], mine_b[1], mine_b[2]];
+    let attempts = [attempt(t1, Some(200)), attempt(t2, Some(500)), attempt(t0, Some(204)), attempt(t1, Some(204)), attempt(t2, Some(204))];
+    let nexts = [NextStep::Succeeded, retry, NextStep::Succeeded, NextStep::Succeeded, NextStep::Succeeded];
+    let records: Vec<(DeliveryId, AttemptRecord<'_>)> = targets
+        .iter()
+        .zip(attempts.iter().zip(nexts))
+        .map(|(c, (attempt, next))| (c.delivery.id.clone(), AttemptRecord { webhook: &c.webhook.id, attempt, next, disable: None }))
+        .collect();
+    let recorded = store.record_attempts(&records).await.unwrap();
+    let recorded_ids: Vec<DeliveryId> = recorded.iter().map(|d| d.id.clone()).collect();
+    let target_ids: Vec<DeliveryId> = targets.iter().map(|c| c.delivery.id.clone()).collect();
+    assert_eq!(recorded_ids, target_ids, "in the order given");
+    assert_eq!(recorded[0].status, DeliveryStatus::Succeeded);
+    assert_eq!((recorded[1].status, recorded[1].attempts, recorded[1].next_attempt_at), (DeliveryStatus::Pending, 1, Some(now + Duration::seconds(30))));
+    assert_eq!(store.get_webhook(&acme, &a.id).await.unwrap().unwrap().failing_since, Some(t2), "from the failure after the success");
+    assert_eq!(store.get_webhook(&acme, &b.id).await.unwrap().unwrap().failing_since, None);
+    let (_, tried) = store.get_delivery(&acme, &a.id, &mine_a[1].delivery.id).await.unwrap().unwrap();
+    assert_eq!(tried, vec![attempt(t1, Some(200))]);
+}
+
 pub async fn test_events_and_replays_reach_only_their_webhook(store: Arc<dyn Store>) {
     let acme = org("acme");
     let since = wagate_core::now();
