@@ -8,9 +8,12 @@
 
 mod config;
 mod engine;
+mod inbound;
 mod lane;
 mod mapping;
+mod messaging;
 mod session;
+mod traffic;
 mod transport;
 
 #[cfg(test)]
