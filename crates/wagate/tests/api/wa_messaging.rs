@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use wa_emulator::{AccountSpec, ServerEvent};
 use whatsapp_rust::buffa::MessageField;
@@ -130,6 +130,34 @@ async fn a_phone_and_a_whatsapp_session_exchange_texts_receipts_and_more() {
     status_reaches(&app, &a, reply_id, "delivered").await;
     emulator.phone_mark_read(bob, &[reply_wa.as_str()]).unwrap();
     status_reaches(&app, &a, reply_id, "read").await;
+
+    // A location, a contact card and a reaction to the phone's message reach the phone.
+    let paced = app
+        .call(Method::PATCH, &format!("/api/v1/sessions/{a}"), Some(&app.key), Some(json!({"sendPolicy": {"messagesPerMinute": 600}})))
+        .await;
+    assert_eq!(paced.status, StatusCode::OK, "{}", String::from_utf8_lossy(&paced.bytes));
+    let on_phone = |sent: Value| {
+        let wa_id = sent["waMessageId"].as_str().unwrap().to_owned();
+        let emulator = &emulator;
+        async move {
+            let got = emulator.wait_for_phone_message(bob, PATIENCE, |m| m.id == wa_id).await.expect("the phone decrypts it");
+            got.message().expect("a Message")
+        }
+    };
+    let location = send(&app, &a, json!({"to": bob, "location": {"latitude": -6.175, "longitude": 106.827, "name": "Monas"}})).await;
+    let got_location = on_phone(location).await;
+    let loc = got_location.location_message.as_option().expect("a location");
+    assert_eq!((loc.degrees_latitude, loc.degrees_longitude, loc.name.as_deref()), (Some(-6.175), Some(106.827), Some("Monas")));
+    let contact = send(&app, &a, json!({"to": bob, "contact": {"name": "Ada", "phone": "15550200201"}})).await;
+    let got_contact = on_phone(contact).await;
+    let card = got_contact.contact_message.as_option().expect("a contact");
+    assert_eq!(card.display_name.as_deref(), Some("Ada"));
+    assert!(card.vcard.as_deref().is_some_and(|v| v.contains("waid=15550200201")), "{:?}", card.vcard);
+    let reaction = send(&app, &a, json!({"to": bob, "reaction": {"messageId": got["id"], "emoji": "❤"}})).await;
+    let got_reaction = on_phone(reaction).await;
+    let r = got_reaction.reaction_message.as_option().expect("a reaction");
+    assert_eq!(r.text.as_deref(), Some("❤"));
+    assert_eq!(r.key.as_option().and_then(|k| k.id.as_deref()), Some(hello.as_str()));
 
     // Typing shows on the phone's side; number lookups tell accounts from strangers.
     let typing = app.post(&format!("/api/v1/sessions/{a}/chats/{bob}@s.whatsapp.net:presence"), json!({"state": "typing"})).await;
