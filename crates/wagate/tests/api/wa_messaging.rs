@@ -96,6 +96,23 @@ async fn two_whatsapp_sessions_message_each_other_sent_delivered_read() {
     let answer = send(&app, &b, json!({"to": "15550200101", "text": "Hello A"})).await;
     let got = stored(&app, &a, answer["waMessageId"].as_str().unwrap()).await;
     assert_eq!((got["text"].as_str(), got["fromPhone"].as_str()), (Some("Hello A"), Some("15550200102")), "{got}");
+
+    // A message accepted while A is stopped waits, and goes once A is back after a gateway
+    // restart: B stores it once, with A's phone.
+    let stopped = app.post(&format!("/api/v1/sessions/{a}:stop"), json!({})).await.json();
+    assert_eq!(stopped["status"], "stopped", "{stopped}");
+    let waiting = send(&app, &a, json!({"to": "15550200102", "text": "after the restart"})).await;
+    let app = app.restart().await;
+    app.wait_for(&b, 60, |s| s["status"] == "connected").await;
+    app.post(&format!("/api/v1/sessions/{a}:start"), json!({})).await;
+    app.wait_for(&a, 60, |s| s["status"] == "connected").await;
+    let wa_id = waiting["waMessageId"].as_str().unwrap();
+    let got = stored(&app, &b, wa_id).await;
+    assert_eq!((got["text"].as_str(), got["fromPhone"].as_str()), (Some("after the restart"), Some("15550200101")), "{got}");
+    status_reaches(&app, &a, waiting["id"].as_str().unwrap(), "delivered").await;
+    let copies = app.get(&format!("/api/v1/sessions/{b}/messages?direction=inbound&pageSize=100")).await.json();
+    let copies = copies["messages"].as_array().unwrap().iter().filter(|m| m["waMessageId"] == wa_id).count();
+    assert_eq!(copies, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
