@@ -182,7 +182,11 @@ fn outbound_body(client: &Client, message: &OutboundMessage) -> Result<wa::Messa
 /// Maps a failed send: the connection's failures are `Upstream` (sent again once connected),
 /// throttling is `RateLimited`, and what WhatsApp refused for this message is `Refused`.
 fn send_error(client: &Client, e: SendError) -> EngineError {
-    let connected = client.is_logged_in();
+    map_send_error(e, client.is_logged_in())
+}
+
+/// [`send_error`] for a client that is (`connected`) or is not logged in any more.
+fn map_send_error(e: SendError, connected: bool) -> EngineError {
     match e {
         SendError::NotLoggedIn => EngineError::Upstream("not logged in to WhatsApp".into()),
         SendError::Iq(IqError::ServerError { code: 429, backoff, .. }) => {
@@ -202,5 +206,28 @@ fn send_error(client: &Client, e: SendError) -> EngineError {
         ) => EngineError::Upstream(format!("send failed: {iq}")),
         SendError::Client(whatsapp_rust::ClientError::NotConnected) => EngineError::Upstream("not connected to WhatsApp".into()),
         other => EngineError::Refused { code: "send_failed".into(), message: format!("WhatsApp send failed: {other:#}") },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(code: u16, backoff: Option<u32>) -> SendError {
+        SendError::Iq(IqError::ServerError { code, text: "x".into(), error_type: None, backoff })
+    }
+
+    #[test]
+    fn send_errors_map_to_retry_back_off_or_fail() {
+        let limited = map_send_error(server_error(429, Some(7)), true);
+        assert!(matches!(limited, EngineError::RateLimited { retry_after: Some(d) } if d == std::time::Duration::from_secs(7)), "{limited:?}");
+        assert!(matches!(map_send_error(server_error(463, None), true), EngineError::Refused { code, .. } if code == "refused"));
+        assert!(matches!(map_send_error(SendError::NotLoggedIn, true), EngineError::Upstream(_)));
+        assert!(matches!(map_send_error(SendError::Iq(IqError::Timeout), true), EngineError::Upstream(_)));
+        assert!(matches!(map_send_error(SendError::Client(whatsapp_rust::ClientError::NotConnected), true), EngineError::Upstream(_)));
+        let internal = || SendError::Internal(anyhow::anyhow!("no devices"));
+        assert!(matches!(map_send_error(internal(), false), EngineError::Upstream(_)), "the connection dropped mid-send: again later");
+        assert!(matches!(map_send_error(internal(), true), EngineError::Refused { code, .. } if code == "send_failed"));
+        assert!(matches!(map_send_error(SendError::InvalidRequest("bad".into()), true), EngineError::Refused { code, .. } if code == "invalid"));
     }
 }
