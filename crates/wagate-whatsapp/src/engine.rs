@@ -14,6 +14,7 @@ use whatsapp_rust::wacore::store::DevicePropsOverride;
 use crate::config::WhatsappConfig;
 use crate::lane::{LIFECYCLE_CAPACITY, lifecycle_lane};
 use crate::session::{Parts, WhatsappSession};
+use crate::traffic::{InboundHook, TrafficOut, receipt_path};
 use crate::transport::{GatedFactory, TransportSlot};
 
 /// Runs sessions on the real WhatsApp Web multi-device protocol (`whatsapp-rust` 0.7.0).
@@ -82,11 +83,16 @@ impl Engine for WhatsappEngine {
         let slot = Arc::new(TransportSlot::default());
         let factory = GatedFactory::new(self.cfg.ws_url.as_deref(), self.cfg.connect_timeout, Arc::clone(&slot));
         let (forwarder, lane) = lifecycle_lane(spec.id.clone(), LIFECYCLE_CAPACITY);
+        let traffic = TrafficOut::new(spec.id.clone(), output.traffic);
         let mut builder = Bot::builder()
             .with_backend(store)
             .with_transport_factory(factory)
             .with_device_props(DevicePropsOverride::new().with_os(device_name(&self.cfg, &spec).to_owned()))
             .with_event_handler(forwarder)
+            // Traffic on a path of its own: messages are stored before the crate acknowledges
+            // them; receipts follow as events (see `traffic.rs`).
+            .with_inbound_durability_hook(InboundHook::new(Arc::clone(&traffic)))
+            .with_event_handler(receipt_path(traffic))
             // The gateway does not keep chat history; acknowledge it without downloading.
             .skip_history_sync();
         if let Some(version) = self.cfg.version {

@@ -4,13 +4,18 @@
 //! Only [`WhatsappEngine`], [`WhatsappConfig`] and [`Backoff`] are public: nothing above this
 //! crate names a `whatsapp-rust` type. The engine reports through
 //! [`wagate_engine::EventSink`]; the crate's events reach each session's loop on a bounded lane
-//! (`lane.rs`), and the mapping from them is in `mapping.rs`.
+//! (`lane.rs`), and the mapping from them is in `mapping.rs`. Traffic (messages, receipts)
+//! goes to [`wagate_engine::TrafficSink`] on a path of its own (`traffic.rs`, mapped in
+//! `inbound.rs`); sending and the rest of [`wagate_engine::Messaging`] are in `messaging.rs`.
 
 mod config;
 mod engine;
+mod inbound;
 mod lane;
 mod mapping;
+mod messaging;
 mod session;
+mod traffic;
 mod transport;
 
 #[cfg(test)]

@@ -221,8 +221,8 @@ impl EventMapper {
             }
 
             // ── deliberately ignored ───────────────────────────────────────────────────
-            // Messages, receipts and acks belong to the messaging issue (and are not in
-            // INTEREST, so they never reach here today).
+            // Traffic: messages and receipts take their own path (`traffic.rs`); acks and
+            // undecryptable messages are handled by the crate. None of them is in INTEREST.
             Event::Messages(_) | Event::Receipt(_) | Event::ServerAck(_) | Event::UndecryptableMessage(_) => Vec::new(),
             // Raw stanzas and server pushes: no session-level meaning.
             Event::Notification(_) | Event::RawNode(_) | Event::MexNotification(_) | Event::DirtyState(_) => Vec::new(),

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 use wagate_core::{Identity, Phone, SessionId};
-use wagate_engine::{EngineError, EngineEvent, EngineSession, EventSink, Pairing, PairingCode};
+use wagate_engine::{EngineError, EngineEvent, EngineSession, EventSink, Messaging, Pairing, PairingCode};
 use whatsapp_rust::Client;
 use whatsapp_rust::bot::Bot;
 use whatsapp_rust::pair_code::{PairCodeError, PairCodeOptions, PairCodeRejection};
@@ -79,6 +79,9 @@ impl WhatsappSession {
         let client = parts.bot.client();
         // The loop drives reconnects itself (see the module docs).
         client.enable_auto_reconnect.store(false, Ordering::Relaxed);
+        // A gateway processes what it receives at once: its delivery receipts say `delivery`,
+        // not the `inactive` of a backgrounded WhatsApp Web tab.
+        client.set_force_active_delivery_receipts(true);
         let paired = parts.identity.is_some() || client.pn().is_some();
         let shared = Arc::new(Shared {
             id: parts.id,
@@ -108,7 +111,7 @@ impl WhatsappSession {
         })
     }
 
-    fn client(&self) -> Option<Arc<Client>> {
+    pub(crate) fn client(&self) -> Option<Arc<Client>> {
         lock(&self.client).clone()
     }
 
@@ -153,7 +156,6 @@ impl Pairing for WhatsappSession {
 
 #[async_trait]
 impl EngineSession for WhatsappSession {
-
     async fn logout(&self) -> Result<(), EngineError> {
         let Some(client) = self.client() else {
             return Ok(()); // stopped: nothing is connected, the supervisor wipes the keys
@@ -202,6 +204,10 @@ impl EngineSession for WhatsappSession {
     }
 
     fn pairing(&self) -> Option<&dyn Pairing> {
+        Some(self)
+    }
+
+    fn messaging(&self) -> Option<&dyn Messaging> {
         Some(self)
     }
 

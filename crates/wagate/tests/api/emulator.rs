@@ -17,7 +17,7 @@ use crate::helpers::{Backend, TestApp, spawn_app_with};
 const PAIRING: u64 = 90;
 const PATIENCE: Duration = Duration::from_secs(60);
 
-async fn setup() -> (Emulator, TestApp) {
+pub(crate) async fn setup() -> (Emulator, TestApp) {
     let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
     let env = Layer {
         wa_url: Some(emulator.ws_url()),
@@ -46,7 +46,7 @@ fn phone_spec(phone: &str, push_name: &str) -> AccountSpec {
 }
 
 /// A `whatsapp` session paired by QR with the emulated phone `phone`; returns (id, session).
-async fn paired_by_qr(app: &TestApp, emulator: &Emulator, phone: &str) -> (String, Value) {
+pub(crate) async fn paired_by_qr(app: &TestApp, emulator: &Emulator, phone: &str) -> (String, Value) {
     let s = app.create_session(json!({"name": format!("wa-{phone}")})).await;
     assert_eq!(s["engine"], "whatsapp");
     let id = s["id"].as_str().unwrap().to_owned();

@@ -11,6 +11,7 @@ mod messages_crash;
 mod receiver;
 mod sessions;
 mod tenancy;
+mod wa_messaging;
 mod webhooks;
 mod webhooks_crash;
 mod whatsapp;
