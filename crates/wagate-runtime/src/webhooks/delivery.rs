@@ -127,12 +127,13 @@ impl Deliverer {
         let limit = u32::try_from(limit.max(1)).unwrap_or(u32::MAX);
         let batch = self.store.claim_deliveries(now, lease, self.config.per_webhook_concurrency, limit).await?;
         let seqs: Vec<i64> = batch.iter().map(|c| c.delivery.event_seq).collect();
-        let mut events = self.store.events_at(&seqs).await?;
+        let events = self.store.events_at(&seqs).await?;
+        // One event may go to several webhooks of the batch: each gets its copy.
         Ok(batch
             .into_iter()
             .map(|c| {
                 let d = &c.delivery;
-                let event = events.iter().position(|e| e.seq == d.event_seq && e.id == d.event && e.org == d.org).map(|i| events.swap_remove(i));
+                let event = events.iter().find(|e| e.seq == d.event_seq && e.id == d.event && e.org == d.org).cloned();
                 (c, event)
             })
             .collect())
