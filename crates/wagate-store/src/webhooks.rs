@@ -184,9 +184,9 @@ pub(crate) fn webhook_updates<'a>(records: &'a [(DeliveryId, AttemptRecord<'a>)]
             continue;
         }
         seen.push(first.webhook);
-        let mine = records.iter().map(|(_, r)| r).filter(|r| r.webhook == first.webhook);
+        let mut mine = records.iter().map(|(_, r)| r).filter(|r| r.webhook == first.webhook);
         if mine.clone().all(|r| r.next == NextStep::Succeeded && r.disable.is_none()) {
-            let last = mine.last().unwrap_or(first);
+            let last = mine.next_back().unwrap_or(first);
             updates.push((first.webhook, true, last.attempt.at, None));
         } else {
             updates.extend(mine.map(|r| (r.webhook, r.next == NextStep::Succeeded, r.attempt.at, r.disable)));
