@@ -108,11 +108,13 @@ pub trait DeliveryStore: Send + Sync {
     async fn fan_out_position(&self) -> Result<i64>;
     /// Appends a `webhook.test` event and queues it for `webhook` alone, in one transaction.
     async fn enqueue_test(&self, webhook: &Webhook, event: &NewEvent) -> Result<(Event, Delivery)>;
-    /// Claims up to `limit` due pending deliveries, until `lease_until`, in one transaction:
-    /// one after another, each the one with the lowest event position among enabled webhooks
-    /// that have fewer than `per_webhook` deliveries claimed (counting the ones just claimed).
-    /// Claims never overlap: a claimed delivery is not claimable again before its lease ends.
-    /// Returned in claim order, so a webhook's deliveries come in event order.
+    /// Claims up to `limit` due pending deliveries, until `lease_until`, in one transaction, a
+    /// run at a time: among enabled webhooks that have fewer than `per_webhook` deliveries
+    /// claimed (counting the ones just claimed), the one whose first due delivery has the
+    /// lowest event position gets its due deliveries claimed in event order, as many as its
+    /// room and the batch allow; then the next. Claims never overlap: a claimed delivery is not
+    /// claimable again before its lease ends. Returned in event order, so a webhook's
+    /// deliveries come in event order.
     async fn claim_deliveries(&self, now: Timestamp, lease_until: Timestamp, per_webhook: u32, limit: u32) -> Result<Vec<Claimed>>;
     /// [`DeliveryStore::claim_deliveries`] for one.
     async fn claim_delivery(&self, now: Timestamp, lease_until: Timestamp, per_webhook: u32) -> Result<Option<Claimed>> {
@@ -162,7 +164,9 @@ pub(crate) fn fan_out_targets<'a>(hooks: &'a [Webhook], events: &'a [Event]) -> 
 /// The delivery's status and next attempt time after an attempt.
 /// Pairs claimed deliveries with their webhooks (as read after the claim); a delivery whose
 /// webhook is gone (deleted since, which took its deliveries with it) is dropped.
-pub(crate) fn with_webhooks(deliveries: Vec<Delivery>, webhooks: &[Webhook]) -> Vec<Claimed> {
+pub(crate) fn with_webhooks(mut deliveries: Vec<Delivery>, webhooks: &[Webhook]) -> Vec<Claimed> {
+    // Claimed a webhook's run at a time, rows in no set order: put them in event order.
+    deliveries.sort_by_key(|d| d.event_seq);
     deliveries
         .into_iter()
         .filter_map(|delivery| {

@@ -15,18 +15,25 @@ use crate::sql::{self, db_err};
 use crate::webhooks::{AttemptRecord, Claimed, FanOut, ReplayWindow, WebhookUpdate, fan_out_targets, replay_batch, settle, webhook_updates, with_attempts, with_webhooks};
 use crate::{DeliveryRecord, DeliveryStore, EventStore as _, Page, PageRequest, Result, WebhookStore, page_size};
 
-/// As `sql::next_claimable!`, webhook by webhook through `LATERAL`: each webhook's first
-/// candidate is locked (`SKIP LOCKED`, so concurrent claims take different rows, and its terms
-/// are checked again on the row as it is once locked). Joining the candidates back to
-/// `deliveries` instead let the planner, which expects few pending rows, hash every pending
-/// delivery for each claim.
-const CLAIM: &str = concat!(
-    "UPDATE deliveries SET claimed_until = $2 WHERE id = (SELECT n.id FROM webhooks w CROSS JOIN LATERAL (\
-     SELECT d.id, d.event_seq FROM deliveries d WHERE d.webhook_id = w.id AND d.status = 'pending' \
-     AND d.next_attempt_at <= $1 AND (d.claimed_until IS NULL OR d.claimed_until <= $1) \
-     ORDER BY d.event_seq LIMIT 1 FOR UPDATE SKIP LOCKED) n \
-     WHERE w.enabled AND (SELECT COUNT(*) FROM deliveries c WHERE c.webhook_id = w.id \
-     AND c.status = 'pending' AND c.claimed_until > $1) < $3 ORDER BY n.event_seq LIMIT 1) RETURNING ",
+/// Claims the next run of due deliveries: `$1` now, `$2` the lease's end, `$3` the most claimed
+/// deliveries per webhook, `$4` the most to claim. Among enabled webhooks under that limit, the
+/// one whose first due delivery has the lowest event position; of its due deliveries, as many
+/// as its room and `$4` allow, in event order, locked with `SKIP LOCKED` (concurrent claims take
+/// different rows; a row's terms are checked again once it is locked). Each webhook's first due
+/// delivery is looked up on its own (`LATERAL`), so the cost follows the number of webhooks, not
+/// the backlog, and a run is one statement: every lookup walks the index entries of deliveries
+/// settled since the last vacuum, once per run instead of once per delivery.
+const CLAIM_RUN: &str = concat!(
+    "WITH pick AS (SELECT w.id AS webhook_id, LEAST($4, $3 - b.busy) AS room FROM webhooks w \
+     CROSS JOIN LATERAL (SELECT COUNT(*) AS busy FROM deliveries c WHERE c.webhook_id = w.id \
+     AND c.status = 'pending' AND c.claimed_until > $1) b \
+     CROSS JOIN LATERAL (SELECT d.event_seq FROM deliveries d WHERE d.webhook_id = w.id AND d.status = 'pending' \
+     AND d.next_attempt_at <= $1 AND (d.claimed_until IS NULL OR d.claimed_until <= $1) ORDER BY d.event_seq LIMIT 1) f \
+     WHERE w.enabled AND b.busy < $3 ORDER BY f.event_seq LIMIT 1) \
+     UPDATE deliveries SET claimed_until = $2 WHERE id IN (SELECT d.id FROM deliveries d \
+     WHERE d.webhook_id = (SELECT webhook_id FROM pick) AND d.status = 'pending' AND d.next_attempt_at <= $1 \
+     AND (d.claimed_until IS NULL OR d.claimed_until <= $1) ORDER BY d.event_seq \
+     LIMIT COALESCE((SELECT room FROM pick), 0) FOR UPDATE SKIP LOCKED) RETURNING ",
     sql::delivery_columns!()
 );
 
@@ -212,15 +219,20 @@ impl DeliveryStore for PostgresStore {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         let mut claimed = Vec::new();
         while claimed.len() < limit as usize {
-            let row = sqlx::query_as::<_, DeliveryRow>(CLAIM)
+            let rows = sqlx::query_as::<_, DeliveryRow>(CLAIM_RUN)
                 .bind(now)
                 .bind(lease_until)
                 .bind(i64::from(per_webhook))
-                .fetch_optional(&mut *tx)
+                .bind(i64::from(limit) - claimed.len() as i64)
+                .fetch_all(&mut *tx)
                 .await
                 .map_err(db_err)?;
-            let Some(row) = row else { break };
-            claimed.push(row.into_delivery()?);
+            if rows.is_empty() {
+                break;
+            }
+            for row in rows {
+                claimed.push(row.into_delivery()?);
+            }
         }
         if claimed.is_empty() {
             return Ok(Vec::new());
