@@ -15,8 +15,29 @@
 //! The emulator signs its Noise certificate with its own root, so only a client built with
 //! `danger-skip-cert-chain-verify` (wagate's tests, never its release binary) accepts it.
 //! Protocol facts: `docs/WHATSAPP-EMULATOR.md`.
+//!
+//! # Media
+//!
+//! Next to the WebSocket the emulator runs a blob host, plain HTTP on its own port
+//! ([`Emulator::media_host`], [`EmulatorConfig::media_bind`]), which it names in its
+//! `<media_conn>` answers with a fresh auth token. Uploads are
+//! `POST /mms/{type}/{token}?auth=…&token=…` (the auth must be one it issued, else 401) and
+//! answer `{url, direct_path}`; downloads are `GET {direct_path}` (`/v/{type}/{id}.enc`, 404
+//! when unknown). Blobs live in memory, or under `data_dir/blobs/` so a restarted emulator
+//! still serves them.
+//!
+//! Phones send media like a real phone ([`Emulator::phone_send_media`]: wacore's encryption
+//! with a fresh media key, the ciphertext on the blob host, an image, video, audio, document
+//! or sticker message), and fetch, verify and decrypt the media companions send them
+//! ([`PhoneMessage::media`]).
+//!
+//! The real client builds `https://{host}…` media URLs, always. A test reaches the blob
+//! host with an `HttpClient` (`BotBuilder::with_http_client`) that sends
+//! `https://{media_host}` to `http://{media_host}`; like the certificate switch, that seam
+//! belongs in tests only (see this crate's `tests/media.rs`).
 
 pub mod control;
+mod media;
 mod messaging;
 pub mod noise;
 pub mod phone;
@@ -41,9 +62,11 @@ use whatsapp_rust::wacore_binary::builder::NodeBuilder;
 use whatsapp_rust::wacore_binary::{Jid, Node, NodeContent};
 use whatsapp_rust::waproto::whatsapp as wa;
 
+pub use media::{MediaKind, PhoneMedia, ReceivedMedia};
 pub use noise::Pattern;
 pub use state::{Account, AccountSpec, Device, PhoneMessage, PhoneReceipt};
 
+use media::MediaStore;
 use noise::ServerIdentity;
 use phone::{CompanionHello, PrimaryHello};
 use server::{ConnTx, Outbound};
@@ -62,6 +85,9 @@ const PAIR_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct EmulatorConfig {
     /// Where to listen; port 0 picks a free one.
     pub bind: SocketAddr,
+    /// Where the blob host (media upload and download, plain HTTP) listens. `None`: the
+    /// IP of `bind`, a free port.
+    pub media_bind: Option<SocketAddr>,
     /// Keeps the server key and the accounts across restarts when set.
     pub data_dir: Option<PathBuf>,
     /// Pause between the companion's pair-device-sign and the `515` restart. The real server
@@ -75,6 +101,7 @@ impl Default for EmulatorConfig {
     fn default() -> Self {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            media_bind: None,
             data_dir: None,
             restart_delay: Duration::from_millis(300),
             qr_refs: 6,
@@ -163,11 +190,14 @@ pub struct Emulator {
     shared: Arc<Shared>,
     addr: SocketAddr,
     accept: tokio::task::JoinHandle<()>,
+    media: Arc<MediaStore>,
+    media_server: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Emulator {
     fn drop(&mut self) {
         self.accept.abort();
+        self.media_server.abort();
         self.shared.drop_all();
     }
 }
@@ -187,6 +217,19 @@ impl Emulator {
         }
         let listener = TcpListener::bind(config.bind).await?;
         let addr = listener.local_addr()?;
+        let media_listener = TcpListener::bind(config.media_bind.unwrap_or(SocketAddr::new(addr.ip(), 0))).await?;
+        let media_addr = media_listener.local_addr()?;
+        let media_host = match media_addr.ip() {
+            ip if ip.is_unspecified() => format!("127.0.0.1:{}", media_addr.port()),
+            _ => media_addr.to_string(),
+        };
+        let media = Arc::new(MediaStore::new(media_host, config.data_dir.as_ref().map(|d| d.join("blobs"))));
+        let media_router = media::router(media.clone());
+        let media_server = tokio::spawn(async move {
+            if let Err(e) = axum::serve(media_listener, media_router).await {
+                tracing::error!("the blob host stopped: {e}");
+            }
+        });
         let shared = Arc::new(Shared {
             identity,
             inner: Mutex::new(Inner {
@@ -198,6 +241,7 @@ impl Emulator {
                 events: Vec::new(),
                 presence: HashMap::new(),
                 subscriptions: HashMap::new(),
+                media: media.clone(),
             }),
             changed: Notify::new(),
             next_id: AtomicU64::new(1),
@@ -218,8 +262,8 @@ impl Emulator {
                 }
             }
         });
-        tracing::info!(%addr, "WhatsApp emulator listening");
-        Ok(Self { shared, addr, accept })
+        tracing::info!(%addr, media = %media.host(), "WhatsApp emulator listening");
+        Ok(Self { shared, addr, accept, media, media_server })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -229,6 +273,12 @@ impl Emulator {
     /// The URL to point a client at (`ws://ADDR/ws/chat`).
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws/chat", self.addr)
+    }
+
+    /// The blob host as `<media_conn>` names it (`127.0.0.1:PORT`). It speaks plain HTTP,
+    /// while the client builds `https://` URLs: see [the crate docs](crate#media).
+    pub fn media_host(&self) -> String {
+        self.media.host().to_owned()
     }
 
     pub fn create_account(&self, spec: AccountSpec) -> Result<Account, EmulatorError> {
@@ -486,6 +536,20 @@ impl Emulator {
         Ok(id)
     }
 
+    /// The phone of account `from` sends media to `to`, as a real phone does: encrypted with
+    /// a fresh media key, the ciphertext stored on the blob host, and an image, video, audio
+    /// (`ptt` for a voice note), document or sticker message carrying its url, direct path,
+    /// key and hashes. Returns the message id.
+    pub fn phone_send_media(&self, from: &str, to: &str, media: PhoneMedia) -> Result<String, EmulatorError> {
+        {
+            let inner = self.shared.lock();
+            inner.locate_text(from).ok_or_else(|| EmulatorError::NotFound(format!("no account {from}")))?;
+            inner.locate_text(to).ok_or_else(|| EmulatorError::NotFound(format!("no account {to}")))?;
+        }
+        let message = media::phone_message(&self.media, media, unix_now())?;
+        self.phone_send(from, to, &message)
+    }
+
     /// Fault injection: like [`Emulator::phone_send_text`], but the copies for `to` arrive
     /// corrupted. The companion cannot decrypt them and sends a retry receipt; the phone
     /// answers it with a fresh session and the message again ([`ServerEvent::PhoneResent`]).
@@ -645,6 +709,8 @@ struct Inner {
     presence: HashMap<String, bool>,
     /// Connections subscribed to an account's presence, by the account's phone.
     subscriptions: HashMap<String, HashSet<u64>>,
+    /// The blob host's storage.
+    media: Arc<MediaStore>,
 }
 
 struct Conn {

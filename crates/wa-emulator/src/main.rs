@@ -19,6 +19,10 @@ struct Args {
     /// HTTP control surface (scan QR, enter code, unlink, drop, refuse logins, …).
     #[arg(long, default_value = "127.0.0.1:7071")]
     control: SocketAddr,
+    /// The blob host for media uploads and downloads (plain HTTP); by default the IP of
+    /// `--listen` and a free port.
+    #[arg(long)]
+    media: Option<SocketAddr>,
     /// Keep the server key and the accounts here across restarts.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -33,10 +37,10 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let config = EmulatorConfig { bind: args.listen, data_dir: args.data_dir, ..Default::default() };
+    let config = EmulatorConfig { bind: args.listen, media_bind: args.media, data_dir: args.data_dir, ..Default::default() };
     let emulator = Arc::new(Emulator::start(config).await?);
     let listener = tokio::net::TcpListener::bind(args.control).await?;
-    tracing::info!(ws = %emulator.ws_url(), control = %listener.local_addr()?, "ready");
+    tracing::info!(ws = %emulator.ws_url(), media = %emulator.media_host(), control = %listener.local_addr()?, "ready");
     axum::serve(listener, control::router(emulator))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -224,6 +224,7 @@ impl Inner {
                 text: text_of(message),
                 timestamp: now,
                 raw: message.encode_to_vec(),
+                media: crate::media::receive(&self.media, message),
             };
             push_capped(&mut self.accounts[to].inbox, record);
         }
@@ -469,8 +470,24 @@ impl Shared {
             ("blocklist", "set", "item") => self.block(conn, id, child?),
             ("privacy", "get", "privacy") => self.privacy(conn, id),
             ("privacy", "set", "privacy") => self.set_privacy(conn, id, child?),
+            ("w:m", "set", "media_conn") => self.media_conn(id),
             _ => return None,
         })
+    }
+
+    /// `<media_conn auth ttl><host hostname/></media_conn>`: the blob host, and a fresh auth
+    /// token its uploads must carry.
+    fn media_conn(&self, id: &str) -> Node {
+        let media = self.lock().media.clone();
+        let host = NodeBuilder::new("host").attr("hostname", media.host().to_owned()).attr("type", "primary").build();
+        let conn = NodeBuilder::new("media_conn")
+            .attr("auth", media.issue_auth())
+            .attr("ttl", crate::media::MEDIA_CONN_TTL.to_string())
+            .attr("auth_ttl", crate::media::MEDIA_CONN_TTL.to_string())
+            .attr("max_buckets", "12")
+            .children([host])
+            .build();
+        iq_result(id, Some(conn))
     }
 
     fn with_device<T>(&self, conn: u64, f: impl FnOnce(&mut Inner, usize, u32) -> T) -> Option<T> {
@@ -933,6 +950,12 @@ impl Shared {
                 } else {
                     (inner.accounts[sender.0].jid(), message)
                 };
+                // Fetched and decrypted as the phone would on receipt; a failure is noted on
+                // the message, which is kept.
+                let media = crate::media::receive(&inner.media, &message);
+                if let Some(error) = media.as_ref().and_then(|m| m.error.as_deref()) {
+                    tracing::warn!("phone {phone} cannot fetch the media of {id}: {error}");
+                }
                 let record = PhoneMessage {
                     id: id.to_owned(),
                     from: from.clone(),
@@ -941,6 +964,7 @@ impl Shared {
                     text: text_of(&message),
                     timestamp: now,
                     raw: message.encode_to_vec(),
+                    media,
                 };
                 push_capped(&mut inner.accounts[account].inbox, record);
                 if !own {

@@ -10,6 +10,7 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use whatsapp_rust::wacore::libsignal::protocol::{KeyPair, PrivateKey};
 
+use crate::media::ReceivedMedia;
 use crate::signal::PhoneSignal;
 
 /// What to create an account with; anything left out is generated.
@@ -159,6 +160,10 @@ pub struct PhoneMessage {
     /// The decrypted `Message` protobuf.
     #[serde(with = "b64")]
     pub raw: Vec<u8>,
+    /// The media the message carries (image, video, audio, document, sticker), fetched from
+    /// the blob host and decrypted.
+    #[serde(default)]
+    pub media: Option<ReceivedMedia>,
 }
 
 impl PhoneMessage {
