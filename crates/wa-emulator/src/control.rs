@@ -12,7 +12,8 @@
 //! | `POST /refuse-logins` `{reason}` | answer logins `<failure reason=…>` (`null` accepts again) |
 //! | `GET /events` | what happened, in order |
 //! | `POST /phones/{phone}/send` `{to, text}` | the phone sends a text (`{id}` back) |
-//! | `GET /phones/{phone}/messages` | what the phone received, decrypted |
+//! | `POST /phones/{phone}/send-media` `{to, kind, mimetype, data, caption?, fileName?, ptt?}` | the phone sends media (`{id}` back): `kind` is `image`, `video`, `audio`, `document` or `sticker`, `data` the file in base64 |
+//! | `GET /phones/{phone}/messages` | what the phone received, decrypted, with `media` (`{kind, mimetype, caption, fileName, ptt, data, error}`, `data` in base64) when it carried some |
 //! | `GET /phones/{phone}/receipts` | receipts for what the phone sent |
 //! | `POST /phones/{phone}/read` `{ids}` | the phone reads messages it received |
 //! | `POST /phones/{phone}/presence` `{available}` | the phone goes online or offline |
@@ -20,7 +21,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -28,7 +29,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::{AccountSpec, Emulator, EmulatorError};
+use crate::{AccountSpec, Emulator, EmulatorError, PhoneMedia};
 
 pub fn router(emulator: Arc<Emulator>) -> Router {
     Router::new()
@@ -43,6 +44,8 @@ pub fn router(emulator: Arc<Emulator>) -> Router {
         .route("/refuse-logins", post(refuse_logins))
         .route("/events", get(events))
         .route("/phones/{phone}/send", post(phone_send))
+        // Files arrive in base64 in JSON: more than axum's 2 MB default.
+        .route("/phones/{phone}/send-media", post(phone_send_media).layer(DefaultBodyLimit::max(64 * 1024 * 1024)))
         .route("/phones/{phone}/messages", get(phone_messages))
         .route("/phones/{phone}/receipts", get(phone_receipts))
         .route("/phones/{phone}/read", post(phone_read))
@@ -145,6 +148,22 @@ struct PhoneSend {
 
 async fn phone_send(State(e): Emu, Path(phone): Path<String>, Json(body): Json<PhoneSend>) -> Result<impl IntoResponse, EmulatorError> {
     let id = e.phone_send_text(&phone, &body.to, &body.text)?;
+    Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
+}
+
+#[derive(Deserialize)]
+struct PhoneSendMedia {
+    to: String,
+    #[serde(flatten)]
+    media: PhoneMedia,
+}
+
+async fn phone_send_media(
+    State(e): Emu,
+    Path(phone): Path<String>,
+    Json(body): Json<PhoneSendMedia>,
+) -> Result<impl IntoResponse, EmulatorError> {
+    let id = e.phone_send_media(&phone, &body.to, body.media)?;
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
 }
 
