@@ -111,8 +111,56 @@ pub(crate) async fn emulator_child() -> anyhow::Result<()> {
         let mut buf = [0u8; 64];
         while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
     };
-    axum::serve(listener, wa_emulator::control::router(emulator)).with_graceful_shutdown(stdin_closed).await?;
+    let router = wa_emulator::control::router(Arc::clone(&emulator)).merge(bench_routes(emulator));
+    axum::serve(listener, router).with_graceful_shutdown(stdin_closed).await?;
     Ok(())
+}
+
+/// Routes of the bench's own in the emulator child, on top of the emulator's control surface.
+fn bench_routes(emulator: Arc<wa_emulator::Emulator>) -> axum::Router {
+    axum::Router::new().route("/bench/inbound", axum::routing::post(bench_inbound)).with_state(emulator)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InboundLoad {
+    tag: String,
+    /// (phone that sends, phone it sends to)
+    pairs: Vec<(String, String)>,
+    per_pair: usize,
+    /// Messages per second over all pairs; 0: as fast as the emulator goes.
+    rate: f64,
+}
+
+/// `POST /bench/inbound`: the phones of `pairs` send `perPair` texts each, round robin, at
+/// `rate` per second, each text `<tag> <pair> <k> <µs since the epoch as it is sent>`.
+/// Answers once all are sent: `{sent, errors, firstError, secs}`.
+async fn bench_inbound(
+    axum::extract::State(emulator): axum::extract::State<Arc<wa_emulator::Emulator>>,
+    axum::Json(load): axum::Json<InboundLoad>,
+) -> axum::Json<Value> {
+    let start = tokio::time::Instant::now();
+    let total = load.pairs.len() * load.per_pair;
+    let (mut sent, mut errors, mut first_error) = (0usize, 0usize, None::<String>);
+    for j in 0..total {
+        if load.rate > 0.0 {
+            tokio::time::sleep_until(start + Duration::from_secs_f64(j as f64 / load.rate)).await;
+        } else if j % 8 == 0 {
+            // Let the emulator's connections write what was sent.
+            tokio::task::yield_now().await;
+        }
+        let (k, p) = (j / load.pairs.len(), j % load.pairs.len());
+        let (from, to) = &load.pairs[p];
+        let micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(0);
+        match emulator.phone_send_text(from, to, &format!("{} {p} {k} {micros}", load.tag)) {
+            Ok(_) => sent += 1,
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    axum::Json(json!({"sent": sent, "errors": errors, "firstError": first_error, "secs": start.elapsed().as_secs_f64()}))
 }
 
 pub(crate) struct EmulatorProcess {

@@ -1,23 +1,33 @@
-//! Resident memory of the whole gateway with N real `whatsapp` sessions connected to the
-//! WhatsApp emulator, and the time to bring all of them back after a gateway restart.
+//! The whole gateway with N real `whatsapp` sessions connected to the WhatsApp emulator:
 //!
-//! ```text
-//! cargo bench -p wagate-bench --bench emulated -- 100 500
-//! ```
+//! * resident memory, and the time to bring all of them back after a gateway restart
+//!   (`memory.rs`):
+//!
+//!   ```text
+//!   cargo bench -p wagate-bench --bench emulated -- 100 500
+//!   ```
+//!
+//! * messages both ways: rate, gateway CPU per message, inbound latency, memory after
+//!   (`messaging.rs`; `WAGATE_BENCH_MESSAGES`, `WAGATE_BENCH_PACED_RATE`,
+//!   `WAGATE_BENCH_PACED_PER_SESSION` change the run):
+//!
+//!   ```text
+//!   cargo bench -p wagate-bench --bench emulated -- messaging 100
+//!   ```
 //!
 //! Three kinds of process, all this binary:
 //!
-//! * the driver (no flag) runs each N in a fresh `--gateway-run N`
+//! * the driver (no flag) runs each N in a fresh `--gateway-run N` (or `--messaging-run N`)
 //!   process, so that a row does not inherit the memory an earlier row freed but the allocator
 //!   kept, and prints the table;
-//! * `--gateway-run N` runs the gateway in-process (SQLite and engine keys
+//! * `--gateway-run N` / `--messaging-run N` runs the gateway in-process (SQLite and engine keys
 //!   in a temp dir) and reads its own `VmRSS`; the HTTP client that drives the API is the only
 //!   non-gateway part;
 //! * `--emulator-child` (started by the gateway run) serves the emulator and its HTTP control
 //!   surface, prints `READY <ws_url> <control_url>`, and exits when its stdin closes, so the
 //!   emulator's memory is not counted.
 //!
-//! A run: baseline RSS once the gateway is up; N sessions created through the API and paired by
+//! A memory run: baseline RSS once the gateway is up; N sessions created through the API and paired by
 //! QR (the emulated phone scans through `POST /scan`), at most 32 pairings (create, first QR,
 //! scan) in flight; waits until all N are `connected`, settles 10 s, reads RSS. Then a graceful
 //! stop (`run_until`'s shutdown future), a new `Application` on the same data dir and database,
@@ -31,6 +41,7 @@
 
 mod common;
 mod memory;
+mod messaging;
 
 use anyhow::Context;
 
@@ -50,11 +61,21 @@ fn main() -> anyhow::Result<()> {
         println!("RESULT {}", serde_json::to_string(&report)?);
         return Ok(());
     }
+    if let Some(i) = args.iter().position(|a| a == messaging::MESSAGING_RUN) {
+        let n: usize = args.get(i + 1).context("--messaging-run N")?.parse().context("N")?;
+        init_logs();
+        return messaging::run(n);
+    }
+    let messaging = args.iter().any(|a| a == "messaging");
     let counts: Vec<usize> = args
         .iter()
-        .filter(|a| !a.starts_with('-')) // `cargo bench` passes --bench
+        .filter(|a| !a.starts_with('-') && *a != "messaging") // `cargo bench` passes --bench
         .map(|a| a.parse().with_context(|| format!("not a session count: {a}")))
         .collect::<anyhow::Result<_>>()?;
+    if messaging {
+        let counts = if counts.is_empty() { vec![100] } else { counts };
+        return messaging::driver(&counts);
+    }
     let counts = if counts.is_empty() { vec![100, 500] } else { counts };
     memory::driver(&counts)
 }
