@@ -343,13 +343,21 @@ pub(crate) use message_columns;
 
 /// `$1`..`$21` the columns of [`message_columns`] up to `ts` (`$21`), then `$22` created_at
 /// (also updated_at), `$23` idempotency key, `$24` its request hash. Nothing when the session
-/// already has that WhatsApp id.
+/// already has that WhatsApp id, except that an inbound message replaces the placeholder of the
+/// same message stored when it could not be decrypted (error `undecryptable`; the sender's
+/// retry brought it): the row keeps its id and takes the content.
 pub(crate) const INSERT_MESSAGE: &str = concat!(
     "INSERT INTO messages (id, org_id, session_id, chat_id, wa_message_id, direction, from_jid, from_phone, push_name, \
      type, text, body, reply_to_id, reply_to_wa_id, mentions, edited, revoked, status, error_code, error_message, ts, \
      created_at, updated_at, idempotency_key, idempotency_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
      $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $22, $23, $24) \
-     ON CONFLICT (session_id, wa_message_id) DO NOTHING RETURNING ",
+     ON CONFLICT (session_id, wa_message_id) DO UPDATE SET chat_id = excluded.chat_id, from_jid = excluded.from_jid, \
+     from_phone = excluded.from_phone, push_name = excluded.push_name, type = excluded.type, text = excluded.text, \
+     body = excluded.body, reply_to_id = excluded.reply_to_id, reply_to_wa_id = excluded.reply_to_wa_id, \
+     mentions = excluded.mentions, error_code = excluded.error_code, error_message = excluded.error_message, \
+     ts = excluded.ts, updated_at = excluded.updated_at \
+     WHERE messages.direction = 'inbound' AND excluded.direction = 'inbound' \
+     AND messages.error_code = 'undecryptable' AND COALESCE(excluded.error_code, '') <> 'undecryptable' RETURNING ",
     message_columns!()
 );
 

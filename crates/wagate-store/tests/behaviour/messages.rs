@@ -134,6 +134,43 @@ pub async fn statuses_only_move_forward_each_step_with_its_event(store: Arc<dyn 
     assert!(store.queued_messages(&s.id, 10).await.unwrap().is_empty());
 }
 
+/// A message that could not be decrypted is stored as a placeholder with an error; when the
+/// sender's retry brings it, the same row (same id) takes its content, with a second
+/// `message.received`. Nothing else replaces a stored message.
+pub async fn an_undecryptable_placeholder_gives_way_to_the_message_once(store: Arc<dyn Store>) {
+    let s = session(&store, &org("acme")).await;
+    let mut placeholder = message(&s, Direction::Inbound, "628333333333", "", wagate_core::now());
+    placeholder.kind = MessageType::Unsupported;
+    placeholder.text = None;
+    placeholder.error = Some(MessageError { code: "undecryptable".into(), message: "could not be decrypted".into() });
+    let stored = store.insert_inbound(&placeholder).await.unwrap().unwrap();
+    assert_eq!(stored, placeholder);
+    let with_same_id = |text: &str| {
+        let mut m = message(&s, Direction::Inbound, "628333333333", text, wagate_core::now());
+        m.wa_message_id = placeholder.wa_message_id.clone();
+        m
+    };
+    let mut again = with_same_id("");
+    again.error = placeholder.error.clone();
+    assert_eq!(store.insert_inbound(&again).await.unwrap(), None, "a second failure changes nothing");
+
+    let real = with_same_id("the text");
+    let replaced = store.insert_inbound(&real).await.unwrap().expect("the placeholder gives way");
+    assert_eq!(replaced.id, placeholder.id, "the same message");
+    assert_eq!((replaced.kind, replaced.text.as_deref(), replaced.error.as_ref()), (MessageType::Text, Some("the text"), None));
+    assert_eq!(store.get_message(&s.org, &s.id, &placeholder.id).await.unwrap(), Some(replaced.clone()));
+    assert_eq!(store.insert_inbound(&with_same_id("other")).await.unwrap(), None, "a real message stays");
+    let received = events_of(&store, &s, EventType::MessageReceived).await;
+    assert_eq!(received, vec![serde_json::to_value(&placeholder).unwrap(), serde_json::to_value(&replaced).unwrap()]);
+
+    // An outbound message is never replaced, whatever arrives with its id.
+    let out = message(&s, Direction::Outbound, "628222222222", "mine", wagate_core::now());
+    store.accept_outbound(&out, None).await.unwrap();
+    let mut fake = with_same_id("not mine");
+    fake.wa_message_id = out.wa_message_id.clone();
+    assert_eq!(store.insert_inbound(&fake).await.unwrap(), None);
+}
+
 pub async fn inbound_messages_are_stored_once_with_their_event(store: Arc<dyn Store>) {
     let s = session(&store, &org("acme")).await;
     let m = message(&s, Direction::Inbound, "628333333333", "hello", wagate_core::now());
