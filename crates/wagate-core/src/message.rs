@@ -316,10 +316,14 @@ pub struct ReplyRef {
     pub wa_message_id: String,
 }
 
-/// Why an outbound message failed.
+/// Why an outbound message failed, or what went wrong receiving an inbound one (which is
+/// stored all the same).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MessageError {
-    /// Machine-readable, e.g. `not_on_whatsapp`, `refused`, `unsupported`.
+    /// Machine-readable. Outbound, e.g. `not_on_whatsapp`, `refused`, `unsupported`,
+    /// `media_unreachable`, `media_refused`; inbound: `media_too_large`, `media_unavailable`
+    /// (stored without its bytes), `undecryptable` (replaced by the message if the sender's
+    /// retry brings it), `unavailable` (content WhatsApp keeps from linked devices).
     pub code: String,
     pub message: String,
 }

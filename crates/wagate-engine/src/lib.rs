@@ -22,7 +22,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use wagate_core::{
-    ContactCard, EngineKind, Identity, Jid, Location, MediaInfo, MessageType, OrgId, Phone, SessionId, Timestamp,
+    ContactCard, EngineKind, Identity, Jid, Location, MediaInfo, MessageError, MessageType, OrgId, Phone, SessionId,
+    Timestamp,
 };
 
 #[cfg(any(test, feature = "testing"))]
@@ -124,8 +125,9 @@ pub enum Content {
     Text(String),
     Location(Location),
     Contact(ContactCard),
-    /// A reaction to the message `target` (its WhatsApp id) of the same chat.
-    Reaction { target: String, emoji: String },
+    /// A reaction to the message `target` (its WhatsApp id) of the same chat; `target_from_me`:
+    /// this account sent the target (WhatsApp names a message by its id and its side).
+    Reaction { target: String, emoji: String, target_from_me: bool },
     /// An image, video, audio (voice note), document or sticker, with its bytes.
     Media(MediaContent),
     /// A kind this gateway does not model; `raw` names it as the engine saw it.
@@ -145,7 +147,8 @@ impl Content {
     }
 }
 
-/// Media with its bytes (plain, already downloaded and decrypted).
+/// Media with its bytes (plain, already downloaded and decrypted). Inbound media whose bytes
+/// could not be had comes with empty `bytes`, and the message says why in its `error`.
 #[derive(Clone, PartialEq)]
 pub struct MediaContent {
     /// `image`, `video`, `audio`, `document` or `sticker`.
@@ -176,6 +179,9 @@ pub struct InboundMessage {
     /// The WhatsApp id of the message this one quotes.
     pub reply_to: Option<String>,
     pub mentions: Vec<Jid>,
+    /// What went wrong receiving it, when something did: the message is stored all the same
+    /// (media that could not be downloaded arrives with its description and no bytes).
+    pub error: Option<MessageError>,
 }
 
 /// Where an engine delivers [`Traffic`], apart from the lifecycle path.

@@ -620,10 +620,14 @@ impl MessageService {
         let content = match message.kind {
             MessageType::Location => message.location.clone().map(Content::Location),
             MessageType::Contact => message.contact.clone().map(Content::Contact),
-            MessageType::Reaction => message
-                .reaction
-                .as_ref()
-                .map(|r| Content::Reaction { target: r.wa_message_id.clone(), emoji: r.emoji.clone() }),
+            MessageType::Reaction => match &message.reaction {
+                None => None,
+                Some(r) => {
+                    let target = self.store.find_by_wa_id(&message.session, &r.wa_message_id).await.ok().flatten();
+                    let target_from_me = target.is_some_and(|t| t.from_me);
+                    Some(Content::Reaction { target: r.wa_message_id.clone(), emoji: r.emoji.clone(), target_from_me })
+                }
+            },
             _ => None,
         }
         .unwrap_or_else(|| Content::Text(message.text.clone().unwrap_or_default()));
@@ -700,7 +704,7 @@ impl MessageTraffic {
         let id = &session.id;
         match traffic {
             Traffic::Message(inbound) => {
-                if let Content::Reaction { target, emoji } = &inbound.content {
+                if let Content::Reaction { target, emoji, .. } = &inbound.content {
                     let reaction = ReactionRecord { chat: &inbound.chat, from: &inbound.from, target, emoji };
                     self.store.record_reaction(&session.org, id, &reaction).await?;
                     return Ok(());
@@ -766,7 +770,7 @@ impl MessageTraffic {
             edited: false,
             revoked: false,
             status: MessageStatus::Received,
-            error: None,
+            error: inbound.error,
             timestamp: inbound.timestamp,
             created_at: now,
             updated_at: now,
@@ -777,6 +781,8 @@ impl MessageTraffic {
             Content::Contact(contact) => message.contact = Some(contact),
             Content::Reaction { .. } => {}
             Content::Unsupported { raw } => tracing::debug!(session = %session.id, %raw, "an unsupported kind of message stored"),
+            // Media the engine could not fetch: its description only; `error` says why.
+            Content::Media(media) if media.bytes.is_empty() && message.error.is_some() => message.media = Some(media.info),
             Content::Media(media) => {
                 let mut info = media.info;
                 info.size = u64::try_from(media.bytes.len()).unwrap_or(u64::MAX);

@@ -723,6 +723,7 @@ impl SandboxControl for SandboxSession {
             content,
             reply_to: None,
             mentions: Vec::new(),
+            error: None,
         };
         inner.traffic.deliver(&inner.id, Traffic::Message(Box::new(message))).await;
         Ok(wa_message_id)
@@ -743,7 +744,7 @@ impl Messaging for SandboxSession {
         let my_jid = Jid::of_phone(&me.phone);
         let at = wagate_core::now();
         let traffic = match &message.content {
-            Content::Reaction { target, emoji } => Traffic::Reaction {
+            Content::Reaction { target, emoji, .. } => Traffic::Reaction {
                 chat: my_jid.clone(),
                 from: my_jid.clone(),
                 target: target.clone(),
@@ -760,6 +761,7 @@ impl Messaging for SandboxSession {
                 content: content.clone(),
                 reply_to: message.reply_to.as_ref().map(|q| q.wa_message_id.clone()),
                 mentions: message.mentions.clone(),
+                error: None,
             })),
         };
         let receipt = Traffic::Receipt {
