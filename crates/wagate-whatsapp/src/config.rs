@@ -39,6 +39,11 @@ pub struct WhatsappConfig {
     pub logout_timeout: Duration,
     /// Upper bound on `request_pairing_code()`, waiting for the connection included.
     pub pairing_code_timeout: Duration,
+    /// The largest inbound media downloaded (`WAGATE_MEDIA_MAX_BYTES`); a larger file is
+    /// stored as a message without its bytes, with an error.
+    pub media_max_bytes: u64,
+    /// Upper bound on downloading one inbound media file.
+    pub media_download_timeout: Duration,
 }
 
 impl WhatsappConfig {
@@ -54,6 +59,8 @@ impl WhatsappConfig {
             backoff: Backoff::default(),
             logout_timeout: Duration::from_secs(10),
             pairing_code_timeout: Duration::from_secs(30),
+            media_max_bytes: 16 * 1024 * 1024,
+            media_download_timeout: Duration::from_secs(120),
         }
     }
 

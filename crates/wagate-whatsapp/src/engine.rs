@@ -29,6 +29,11 @@ pub struct WhatsappEngine {
 
 impl WhatsappEngine {
     pub fn new(cfg: WhatsappConfig) -> Self {
+        #[cfg(feature = "test-media-seam")]
+        {
+            static ONCE: std::sync::Once = std::sync::Once::new();
+            ONCE.call_once(|| tracing::warn!("{}", crate::media_seam::ANNOUNCEMENT));
+        }
         let gate = Arc::new(Semaphore::new(cfg.max_concurrent_connects.max(1)));
         Self { cfg: Arc::new(cfg), gate }
     }
@@ -91,12 +96,16 @@ impl Engine for WhatsappEngine {
             .with_event_handler(forwarder)
             // Traffic on a path of its own: messages are stored before the crate acknowledges
             // them; receipts follow as events (see `traffic.rs`).
-            .with_inbound_durability_hook(InboundHook::new(Arc::clone(&traffic)))
+            .with_inbound_durability_hook(InboundHook::new(Arc::clone(&traffic), &self.cfg))
             .with_event_handler(receipt_path(traffic))
             // The gateway does not keep chat history; acknowledge it without downloading.
             .skip_history_sync();
         if let Some(version) = self.cfg.version {
             builder = builder.with_version(version);
+        }
+        #[cfg(feature = "test-media-seam")]
+        {
+            builder = builder.with_http_client(crate::media_seam::LoopbackPlainHttp::new());
         }
         let bot = builder
             .build()

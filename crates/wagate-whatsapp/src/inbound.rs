@@ -5,10 +5,11 @@
 //! client's LID ↔ PN store) and passed in, so every mapping here is unit-tested with
 //! constructed messages.
 
-use wagate_core::{ContactCard, Jid, Location, Phone, Timestamp};
-use wagate_engine::{Content, InboundMessage, ReceiptKind, Traffic};
+use wagate_core::{ContactCard, Jid, Location, MediaInfo, MessageError, MessageType, Phone, Timestamp};
+use wagate_engine::{Content, InboundMessage, MediaContent, ReceiptKind, Traffic};
+use whatsapp_rust::download::Downloadable;
 use whatsapp_rust::Server;
-use whatsapp_rust::types::events::Receipt;
+use whatsapp_rust::types::events::{Receipt, UndecryptableMessage};
 use whatsapp_rust::types::message::MessageInfo;
 use whatsapp_rust::types::presence::ReceiptType;
 use whatsapp_rust::wacore::proto_helpers::MessageExt;
@@ -91,6 +92,7 @@ pub(crate) fn traffic_of(message: &wa::Message, info: &MessageInfo, from_phone: 
         content,
         reply_to,
         mentions,
+        error: None,
     })))
 }
 
@@ -120,8 +122,84 @@ fn content_of<'m>(base: &'m wa::Message, info: &MessageInfo) -> Option<(Content,
         };
         return Some((Content::Contact(card), contact.context_info.as_option()));
     }
+    if let Some((media, context)) = media_of(base) {
+        return Some((Content::Media(media), context));
+    }
     let raw = raw_kind(base, info)?;
     Some((Content::Unsupported { raw }, None))
+}
+
+/// The description of the media a message carries (image, video, audio, document, sticker),
+/// with no bytes yet: the caller downloads them ([`downloadable_of`]). `size` and `sha256` are
+/// what the sender declared.
+fn media_of(base: &wa::Message) -> Option<(MediaContent, Option<&wa::ContextInfo>)> {
+    let info = |kind: MessageType, mime: &Option<String>, sha: &Option<Vec<u8>>, len: Option<u64>| MediaInfo {
+        mime_type: mime.clone().filter(|m| !m.is_empty()).unwrap_or_else(|| default_mime(kind).to_owned()),
+        filename: None,
+        size: len.unwrap_or_default(),
+        sha256: sha.as_deref().map(hex).unwrap_or_default(),
+        caption: None,
+        voice: false,
+    };
+    let caption = |c: &Option<String>| c.clone().filter(|c| !c.is_empty());
+    let (kind, info, context) = if let Some(m) = base.image_message.as_option() {
+        let kind = MessageType::Image;
+        (kind, MediaInfo { caption: caption(&m.caption), ..info(kind, &m.mimetype, &m.file_sha256, m.file_length) }, m.context_info.as_option())
+    } else if let Some(m) = base.video_message.as_option() {
+        let kind = MessageType::Video;
+        (kind, MediaInfo { caption: caption(&m.caption), ..info(kind, &m.mimetype, &m.file_sha256, m.file_length) }, m.context_info.as_option())
+    } else if let Some(m) = base.audio_message.as_option() {
+        let kind = MessageType::Audio;
+        (kind, MediaInfo { voice: m.ptt.unwrap_or(false), ..info(kind, &m.mimetype, &m.file_sha256, m.file_length) }, m.context_info.as_option())
+    } else if let Some(m) = base.document_message.as_option() {
+        let kind = MessageType::Document;
+        let filename = m.file_name.clone().filter(|n| !n.is_empty());
+        (
+            kind,
+            MediaInfo { filename, caption: caption(&m.caption), ..info(kind, &m.mimetype, &m.file_sha256, m.file_length) },
+            m.context_info.as_option(),
+        )
+    } else if let Some(m) = base.sticker_message.as_option() {
+        let kind = MessageType::Sticker;
+        (kind, info(kind, &m.mimetype, &m.file_sha256, m.file_length), m.context_info.as_option())
+    } else {
+        return None;
+    };
+    Some((MediaContent { kind, info, bytes: Vec::new().into() }, context))
+}
+
+/// What to download for the media of `message`, when it carries any.
+pub(crate) fn downloadable_of(message: &wa::Message) -> Option<&dyn Downloadable> {
+    let base = message.get_base_message();
+    let found: Option<&dyn Downloadable> = if let Some(m) = base.image_message.as_option() {
+        Some(m)
+    } else if let Some(m) = base.video_message.as_option() {
+        Some(m)
+    } else if let Some(m) = base.audio_message.as_option() {
+        Some(m)
+    } else if let Some(m) = base.document_message.as_option() {
+        Some(m)
+    } else if let Some(m) = base.sticker_message.as_option() {
+        Some(m)
+    } else {
+        None
+    };
+    found
+}
+
+/// The type to assume for media of `kind` that came without one.
+fn default_mime(kind: MessageType) -> &'static str {
+    match kind {
+        MessageType::Image => "image/jpeg",
+        MessageType::Video => "video/mp4",
+        MessageType::Audio => "audio/ogg; codecs=opus",
+        MessageType::Sticker => "image/webp",
+        _ => "application/octet-stream",
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The first phone number of a vCard (`TEL;waid=628…:+62 8…` or `TEL:+62…`), digits only.
@@ -146,12 +224,7 @@ fn vcard_phone(vcard: &str) -> Option<String> {
 /// A name for a message kind wagate does not model; `None` when there is no user content at all.
 fn raw_kind(base: &wa::Message, info: &MessageInfo) -> Option<String> {
     let named = [
-        (base.image_message.is_set(), "image"),
-        (base.video_message.is_set(), "video"),
         (base.ptv_message.is_set(), "ptv"),
-        (base.audio_message.is_set(), "audio"),
-        (base.document_message.is_set(), "document"),
-        (base.sticker_message.is_set(), "sticker"),
         (base.contacts_array_message.is_set(), "contacts_array"),
         (base.live_location_message.is_set(), "live_location"),
         (base.poll_creation_message.is_set() || base.poll_creation_message_v2.is_set() || base.poll_creation_message_v3.is_set(), "poll"),
@@ -188,6 +261,44 @@ fn stripped_is_empty(base: &wa::Message) -> bool {
     rest.fast_ratchet_key_sender_key_distribution_message = Default::default();
     rest.message_context_info = Default::default();
     rest.encoded_len() == 0
+}
+
+/// A message the client could not decrypt, as a placeholder to store with an error, so it is
+/// not lost: `undecryptable` (the client asked the sender to send it again; when it does, the
+/// message replaces the placeholder) or `unavailable` (content WhatsApp does not give linked
+/// devices, such as view-once media). `None` for this account's own messages.
+pub(crate) fn undecryptable_traffic(event: &UndecryptableMessage) -> Option<Traffic> {
+    let info = &*event.info;
+    if info.source.is_from_me {
+        return None;
+    }
+    let chat = jid_of(&info.source.chat)?;
+    let from = jid_of(&info.source.sender).unwrap_or_else(|| chat.clone());
+    let (raw, error) = if event.is_unavailable {
+        let kind = format!("{:?}", event.unavailable_type).to_ascii_lowercase();
+        (format!("unavailable:{kind}"), MessageError { code: "unavailable".into(), message: format!("WhatsApp does not give this message to linked devices ({kind})") })
+    } else {
+        (
+            "undecryptable".to_owned(),
+            MessageError {
+                code: "undecryptable".into(),
+                message: "the message could not be decrypted; the sender was asked to send it again".into(),
+            },
+        )
+    };
+    let from_phone = phone_of(&info.source.sender).or_else(|| info.source.sender_alt.as_ref().and_then(phone_of));
+    Some(Traffic::Message(Box::new(InboundMessage {
+        wa_message_id: info.id.to_string(),
+        chat,
+        from,
+        from_phone,
+        push_name: Some(info.push_name.clone()).filter(|n| !n.is_empty()),
+        timestamp: info.timestamp,
+        content: Content::Unsupported { raw },
+        reply_to: None,
+        mentions: Vec::new(),
+        error: Some(error),
+    })))
 }
 
 /// The status a receipt moves an outbound message to; `None` for receipts that say nothing
@@ -304,10 +415,68 @@ mod tests {
     }
 
     #[test]
+    fn media_is_described_from_what_the_sender_declared_and_downloaded_by_the_caller() {
+        let voice = wa::Message {
+            audio_message: MessageField::some(wa::message::AudioMessage {
+                mimetype: Some("audio/ogg; codecs=opus".into()),
+                file_sha256: Some(vec![0xab; 32]),
+                file_length: Some(1234),
+                ptt: Some(true),
+                direct_path: Some("/v/t62.7117-24/x.enc".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let Some(Traffic::Message(m)) = traffic_of(&voice, &lid_info(), None) else { panic!() };
+        let Content::Media(media) = &m.content else { panic!("{:?}", m.content) };
+        assert_eq!(media.kind, MessageType::Audio);
+        assert!(media.info.voice);
+        assert_eq!((media.info.size, media.info.sha256.as_str()), (1234, "ab".repeat(32).as_str()));
+        assert!(media.bytes.is_empty(), "the bytes are the caller's to download");
+        assert_eq!(downloadable_of(&voice).and_then(|d| d.direct_path().map(str::to_owned)).as_deref(), Some("/v/t62.7117-24/x.enc"));
+
+        let document = wa::Message {
+            document_message: MessageField::some(wa::message::DocumentMessage {
+                file_name: Some("report.pdf".into()),
+                caption: Some("Q3".into()),
+                context_info: MessageField::some(wa::ContextInfo { stanza_id: Some("3EB0QUOTED".into()), ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let Some(Traffic::Message(m)) = traffic_of(&document, &lid_info(), None) else { panic!() };
+        let Content::Media(media) = &m.content else { panic!() };
+        assert_eq!((media.kind, media.info.mime_type.as_str()), (MessageType::Document, "application/octet-stream"));
+        assert_eq!((media.info.filename.as_deref(), media.info.caption.as_deref()), (Some("report.pdf"), Some("Q3")));
+        assert_eq!(m.reply_to.as_deref(), Some("3EB0QUOTED"));
+        assert!(downloadable_of(&wa::Message::text("no media")).is_none());
+    }
+
+    #[test]
+    fn an_undecryptable_message_becomes_a_placeholder_with_an_error() {
+        use whatsapp_rust::types::events::{DecryptFailMode, UnavailableType};
+        let event = |unavailable: bool, kind: UnavailableType| {
+            UndecryptableMessage::builder()
+                .info(std::sync::Arc::new(info(CrateJid::pn("15550100101"), CrateJid::pn("15550100101"))))
+                .is_unavailable(unavailable)
+                .unavailable_type(kind)
+                .decrypt_fail_mode(DecryptFailMode::Show)
+                .build()
+        };
+        let Some(Traffic::Message(m)) = undecryptable_traffic(&event(false, UnavailableType::Unknown)) else { panic!() };
+        assert_eq!(m.content, Content::Unsupported { raw: "undecryptable".into() });
+        assert_eq!(m.error.as_ref().map(|e| e.code.as_str()), Some("undecryptable"));
+        assert_eq!((m.wa_message_id.as_str(), m.from_phone.as_ref().map(Phone::as_str)), ("3EB0AAAABBBBCCCCDDDD01", Some("15550100101")));
+        let Some(Traffic::Message(m)) = undecryptable_traffic(&event(true, UnavailableType::ViewOnce)) else { panic!() };
+        assert_eq!(m.content, Content::Unsupported { raw: "unavailable:viewonce".into() });
+        assert_eq!(m.error.as_ref().map(|e| e.code.as_str()), Some("unavailable"));
+    }
+
+    #[test]
     fn other_kinds_are_unsupported_with_their_name_and_own_messages_are_skipped() {
-        let image = wa::Message { image_message: MessageField::some(Default::default()), ..Default::default() };
-        let Some(Traffic::Message(m)) = traffic_of(&image, &lid_info(), None) else { panic!() };
-        assert_eq!(m.content, Content::Unsupported { raw: "image".into() });
+        let ptv = wa::Message { ptv_message: MessageField::some(Default::default()), ..Default::default() };
+        let Some(Traffic::Message(m)) = traffic_of(&ptv, &lid_info(), None) else { panic!() };
+        assert_eq!(m.content, Content::Unsupported { raw: "ptv".into() });
 
         let poll = wa::Message { poll_creation_message: MessageField::some(Default::default()), ..Default::default() };
         let Some(Traffic::Message(m)) = traffic_of(&poll, &lid_info(), None) else { panic!() };

@@ -7,12 +7,16 @@
 //! (`lane.rs`), and the mapping from them is in `mapping.rs`. Traffic (messages, receipts)
 //! goes to [`wagate_engine::TrafficSink`] on a path of its own (`traffic.rs`, mapped in
 //! `inbound.rs`); sending and the rest of [`wagate_engine::Messaging`] are in `messaging.rs`.
+//! Media goes up before a send and comes down on receipt, through the client's HTTP client
+//! (test builds: `media_seam.rs`).
 
 mod config;
 mod engine;
 mod inbound;
 mod lane;
 mod mapping;
+#[cfg(feature = "test-media-seam")]
+pub mod media_seam;
 mod messaging;
 mod session;
 mod traffic;

@@ -5,11 +5,14 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use wagate_core::{Jid, JidServer, Phone};
+use wagate_core::{Jid, JidServer, MessageType, Phone};
 use wagate_engine::{
-    ChatPresence, Content, EngineError, Messaging, NumberCheck, OutboundMessage, ReadMark, Sent,
+    ChatPresence, Content, EngineError, MediaContent, Messaging, NumberCheck, OutboundMessage, ReadMark, Sent,
 };
 use whatsapp_rust::Client;
+use whatsapp_rust::download::MediaType;
+use whatsapp_rust::http::HttpStatusError;
+use whatsapp_rust::upload::{UploadOptions, UploadResponse};
 use whatsapp_rust::buffa::MessageField;
 use whatsapp_rust::request::IqError;
 use whatsapp_rust::send::{RevokeType, SendError, SendOptions};
@@ -33,7 +36,11 @@ impl WhatsappSession {
 impl Messaging for WhatsappSession {
     async fn send(&self, message: &OutboundMessage) -> Result<Sent, EngineError> {
         let client = self.online()?;
-        let body = outbound_body(&client, message)?;
+        let uploaded = match &message.content {
+            Content::Media(media) => Some(upload(&client, media).await?),
+            _ => None,
+        };
+        let body = outbound_body(&client, message, uploaded)?;
         let options = SendOptions::default().with_message_id(message.wa_message_id.clone());
         client
             .send_message_with_options(crate_jid(&message.chat), body, options)
@@ -115,8 +122,41 @@ impl Messaging for WhatsappSession {
     }
 }
 
-/// The `wa::Message` for an outbound message.
-fn outbound_body(client: &Client, message: &OutboundMessage) -> Result<wa::Message, EngineError> {
+/// Encrypts and uploads the media of an outbound message (again on each attempt: a resend
+/// after a crash uploads afresh and sends under the same WhatsApp id).
+async fn upload(client: &Client, media: &MediaContent) -> Result<UploadResponse, EngineError> {
+    let kind = match media.kind {
+        MessageType::Image => MediaType::Image,
+        MessageType::Video => MediaType::Video,
+        MessageType::Audio => MediaType::Audio,
+        MessageType::Document => MediaType::Document,
+        MessageType::Sticker => MediaType::Sticker,
+        _ => return Err(EngineError::Unsupported("this kind of media")),
+    };
+    let options = UploadOptions::new().with_streaming_sidecar(matches!(kind, MediaType::Audio | MediaType::Video));
+    client.upload(media.bytes.to_vec(), kind, options).await.map_err(|e| upload_error(&e, client.is_logged_in()))
+}
+
+/// Maps a failed upload: offline is `Upstream` (again once connected); a refusal of the file
+/// itself (a 4xx other than the auth errors the client already retried) fails the message;
+/// anything else (the media host unreachable, a 5xx) backs the sender off and tries again.
+fn upload_error(e: &anyhow::Error, connected: bool) -> EngineError {
+    let status = e.chain().find_map(|c| c.downcast_ref::<HttpStatusError>()).map(|s| s.status);
+    match status {
+        _ if !connected => EngineError::Upstream(format!("media upload failed while disconnected: {e:#}")),
+        Some(code @ 400..=499) if code != 401 && code != 403 && code != 429 => EngineError::Refused {
+            code: "media_refused".into(),
+            message: format!("WhatsApp's media host refused the file (HTTP {code})"),
+        },
+        _ => {
+            tracing::warn!(error = %format!("{e:#}"), "media upload failed; the sender backs off");
+            EngineError::RateLimited { retry_after: None }
+        }
+    }
+}
+
+/// The `wa::Message` for an outbound message; `uploaded` is its media on WhatsApp's host.
+fn outbound_body(client: &Client, message: &OutboundMessage, uploaded: Option<UploadResponse>) -> Result<wa::Message, EngineError> {
     let context = || {
         if message.reply_to.is_none() && message.mentions.is_empty() {
             return None;
@@ -140,11 +180,10 @@ fn outbound_body(client: &Client, message: &OutboundMessage) -> Result<wa::Messa
             Some(ctx) => wa::Message::text_with_context(text.clone(), ctx),
             None => wa::Message::text(text.clone()),
         },
-        Content::Reaction { target, emoji } => {
+        Content::Reaction { target, emoji, target_from_me } => {
             let key = wa::MessageKey {
                 remote_jid: Some(crate_jid(&message.chat).to_string()),
-                // Which side sent the target is not known here; WhatsApp matches by id.
-                from_me: Some(false),
+                from_me: Some(*target_from_me),
                 id: Some(target.clone()),
                 participant: None,
             };
@@ -174,9 +213,61 @@ fn outbound_body(client: &Client, message: &OutboundMessage) -> Result<wa::Messa
             }),
             ..Default::default()
         },
-        Content::Media(_) => return Err(EngineError::Unsupported("media on the whatsapp engine")),
+        Content::Media(media) => {
+            let up = uploaded.ok_or(EngineError::Internal("media sent without an upload".into()))?;
+            media_message(media, up, context())
+        }
         Content::Unsupported { .. } => return Err(EngineError::Unsupported("this kind of message")),
     })
+}
+
+/// The message carrying uploaded media, as a phone builds it.
+fn media_message(media: &MediaContent, up: UploadResponse, context: Option<wa::ContextInfo>) -> wa::Message {
+    let info = &media.info;
+    let context = || context.clone().map_or_else(MessageField::none, MessageField::some);
+    let caption = info.caption.clone().filter(|c| !c.is_empty());
+    let mime = Some(info.mime_type.clone());
+    let (url, direct_path, key, key_ts) =
+        (Some(up.url), Some(up.direct_path), Some(up.media_key.to_vec()), Some(up.media_key_timestamp));
+    let (sha, enc_sha, len) = (Some(up.file_sha256.to_vec()), Some(up.file_enc_sha256.to_vec()), Some(up.file_length));
+    let mut message = wa::Message::default();
+    match media.kind {
+        MessageType::Image => {
+            message.image_message = MessageField::some(wa::message::ImageMessage {
+                url, direct_path, media_key: key, media_key_timestamp: key_ts, file_sha256: sha, file_enc_sha256: enc_sha,
+                file_length: len, mimetype: mime, caption, context_info: context(), ..Default::default()
+            });
+        }
+        MessageType::Video => {
+            message.video_message = MessageField::some(wa::message::VideoMessage {
+                url, direct_path, media_key: key, media_key_timestamp: key_ts, file_sha256: sha, file_enc_sha256: enc_sha,
+                file_length: len, mimetype: mime, caption, streaming_sidecar: up.streaming_sidecar, context_info: context(),
+                ..Default::default()
+            });
+        }
+        MessageType::Audio => {
+            message.audio_message = MessageField::some(wa::message::AudioMessage {
+                url, direct_path, media_key: key, media_key_timestamp: key_ts, file_sha256: sha, file_enc_sha256: enc_sha,
+                file_length: len, mimetype: mime, ptt: Some(info.voice), streaming_sidecar: up.streaming_sidecar,
+                context_info: context(), ..Default::default()
+            });
+        }
+        MessageType::Sticker => {
+            message.sticker_message = MessageField::some(wa::message::StickerMessage {
+                url, direct_path, media_key: key, media_key_timestamp: key_ts, file_sha256: sha, file_enc_sha256: enc_sha,
+                file_length: len, mimetype: mime, context_info: context(), ..Default::default()
+            });
+        }
+        _ => {
+            let file_name = info.filename.clone().unwrap_or_else(|| "file".to_owned());
+            message.document_message = MessageField::some(wa::message::DocumentMessage {
+                url, direct_path, media_key: key, media_key_timestamp: key_ts, file_sha256: sha, file_enc_sha256: enc_sha,
+                file_length: len, mimetype: mime, caption, title: Some(file_name.clone()), file_name: Some(file_name),
+                context_info: context(), ..Default::default()
+            });
+        }
+    }
+    message
 }
 
 /// Maps a failed send: the connection's failures are `Upstream` (sent again once connected),

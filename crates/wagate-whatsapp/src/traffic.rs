@@ -6,21 +6,26 @@
 //!   leaves the message unacknowledged: WhatsApp delivers it again and the store keeps one copy
 //!   (an inbound message is unique by session and WhatsApp id).
 //! - **Receipts** are events: the [`ReceiptForwarder`] queues them, without waiting, for a task
-//!   of the session that delivers them in order.
+//!   of the session that delivers them in order. So are messages the client could not decrypt:
+//!   each is stored as a placeholder with an error, which the message replaces if the sender's
+//!   retry brings it.
 //!
 //! Both deliver through one [`TrafficOut`], which hands the sink one item at a time.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
-use wagate_core::{Phone, SessionId};
-use wagate_engine::{Traffic, TrafficSink};
+use wagate_core::{MessageError, Phone, SessionId};
+use wagate_engine::{Content, Traffic, TrafficSink};
 use whatsapp_rust::types::events::{Event, EventHandler, EventInterest, EventKind, InboundMessage};
 use whatsapp_rust::types::message::MessageInfo;
+use whatsapp_rust::waproto::whatsapp as wa;
 use whatsapp_rust::{Client, InboundDurabilityHook};
 
-use crate::inbound::{phone_of, receipt_traffic, traffic_of};
+use crate::config::WhatsappConfig;
+use crate::inbound::{downloadable_of, phone_of, receipt_traffic, traffic_of, undecryptable_traffic};
 
 /// Where a session's traffic goes, one item at a time.
 pub(crate) struct TrafficOut {
@@ -41,14 +46,49 @@ impl TrafficOut {
     }
 }
 
-/// Stores each decrypted message before the crate acknowledges it.
+/// Stores each decrypted message before the crate acknowledges it, media downloaded first
+/// (WhatsApp's media URLs expire).
 pub(crate) struct InboundHook {
     out: Arc<TrafficOut>,
+    media_max_bytes: u64,
+    media_timeout: Duration,
 }
 
 impl InboundHook {
-    pub fn new(out: Arc<TrafficOut>) -> Self {
-        Self { out }
+    pub fn new(out: Arc<TrafficOut>, cfg: &WhatsappConfig) -> Self {
+        Self { out, media_max_bytes: cfg.media_max_bytes, media_timeout: cfg.media_download_timeout }
+    }
+
+    /// Fills in the bytes of the media `message` carries, or says in `inbound.error` why it
+    /// has none (too large, or the download failed): the message is stored either way.
+    async fn fetch_media(&self, client: &Client, message: &wa::Message, inbound: &mut wagate_engine::InboundMessage) {
+        let Content::Media(media) = &mut inbound.content else { return };
+        let Some(source) = downloadable_of(message) else { return };
+        let failed = |code: &str, message: String| Some(MessageError { code: code.into(), message });
+        if media.info.size > self.media_max_bytes {
+            inbound.error = failed(
+                "media_too_large",
+                format!("the media ({} bytes) is over WAGATE_MEDIA_MAX_BYTES ({} bytes); not downloaded", media.info.size, self.media_max_bytes),
+            );
+            return;
+        }
+        match tokio::time::timeout(self.media_timeout, client.download(source)).await {
+            Ok(Ok(bytes)) if bytes.len() as u64 > self.media_max_bytes => {
+                inbound.error = failed("media_too_large", format!("the media is over WAGATE_MEDIA_MAX_BYTES ({} bytes)", self.media_max_bytes));
+            }
+            Ok(Ok(bytes)) => media.bytes = bytes.into(),
+            Ok(Err(e)) => {
+                tracing::warn!(session = %self.out.id, message = %inbound.wa_message_id, error = %format!("{e:#}"), "cannot download inbound media");
+                inbound.error = failed("media_unavailable", format!("the media could not be downloaded: {e:#}"));
+            }
+            Err(_) => {
+                tracing::warn!(session = %self.out.id, message = %inbound.wa_message_id, "inbound media download timed out");
+                inbound.error = failed(
+                    "media_unavailable",
+                    format!("the media download took longer than {}s", self.media_timeout.as_secs()),
+                );
+            }
+        }
     }
 }
 
@@ -57,7 +97,10 @@ impl InboundDurabilityHook for InboundHook {
     async fn on_messages(&self, client: Arc<Client>, batch: &[InboundMessage]) -> anyhow::Result<()> {
         for inbound in batch {
             let from_phone = sender_phone(&client, &inbound.info).await;
-            if let Some(traffic) = traffic_of(&inbound.message, &inbound.info, from_phone) {
+            if let Some(mut traffic) = traffic_of(&inbound.message, &inbound.info, from_phone) {
+                if let Traffic::Message(message) = &mut traffic {
+                    self.fetch_media(&client, &inbound.message, message).await;
+                }
                 self.out.deliver(traffic).await;
             }
         }
@@ -99,9 +142,12 @@ pub(crate) fn receipt_path(out: Arc<TrafficOut>) -> ReceiptForwarder {
     let (tx, mut rx) = mpsc::unbounded_channel::<Arc<Event>>();
     tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
-            if let Event::Receipt(receipt) = &*event
-                && let Some(traffic) = receipt_traffic(receipt)
-            {
+            let traffic = match &*event {
+                Event::Receipt(receipt) => receipt_traffic(receipt),
+                Event::UndecryptableMessage(failed) => undecryptable_traffic(failed),
+                _ => None,
+            };
+            if let Some(traffic) = traffic {
                 out.deliver(traffic).await;
             }
         }
@@ -116,6 +162,6 @@ impl EventHandler for ReceiptForwarder {
     }
 
     fn interest(&self) -> EventInterest {
-        EventInterest::of(&[EventKind::Receipt])
+        EventInterest::of(&[EventKind::Receipt, EventKind::UndecryptableMessage])
     }
 }

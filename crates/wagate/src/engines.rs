@@ -16,6 +16,7 @@ pub fn build(config: &Config) -> Vec<Arc<dyn Engine>> {
         device_name: wa.device_name.clone(),
         max_concurrent_connects: wa.max_concurrent_connects,
         connect_timeout: wa.connect_timeout,
+        media_max_bytes: u64::try_from(config.messaging.media_max_bytes).unwrap_or(u64::MAX),
         ..WhatsappConfig::new(&config.data_dir)
     };
     vec![Arc::new(WhatsappEngine::new(whatsapp)), Arc::new(SandboxEngine::default())]

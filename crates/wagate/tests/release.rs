@@ -7,6 +7,10 @@
 //!
 //! As a control, the test build of the same binary (which has the switch) is run against the
 //! same emulator and does get past the handshake, so the check cannot pass vacuously.
+//!
+//! The same goes for the media seam of the tests (`wagate-whatsapp`'s `test-media-seam`:
+//! media for loopback hosts over plain HTTP): the test build announces it in its log, the
+//! release binary neither logs it nor contains its text.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -60,6 +64,9 @@ fn serve(binary: &Path, ws_url: &str) -> Gateway {
     let deadline = Instant::now() + Duration::from_secs(60);
     while key.is_none() || addr.is_none() {
         let (stdout, line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("wagate starts");
+        if !stdout {
+            logs.lock().unwrap().push(line.clone());
+        }
         if stdout && line.starts_with("wag_") {
             key = Some(line);
         } else if !stdout && line.contains("wagate listening") {
@@ -117,10 +124,16 @@ async fn release_binary_refuses_the_emulator_certificate() {
     let id = create_session(&test_build).await;
     wait_until(&test_build, &format!("/api/v1/sessions/{id}/qr"), "a QR code from the test build", |status, _| status == 200).await;
     assert_eq!(registrations(&emulator), 1);
+    let announcement = wagate_whatsapp::media_seam::ANNOUNCEMENT;
+    assert!(
+        test_build.logs.lock().unwrap().iter().any(|l| l.contains(announcement)),
+        "the test build announces its media seam"
+    );
     drop(test_build);
 
     // The release build refuses the certificate and never gets past the handshake.
-    let release = serve(Path::new(&release), &emulator.ws_url());
+    let release_path = std::path::PathBuf::from(&release);
+    let release = serve(&release_path, &emulator.ws_url());
     let id = create_session(&release).await;
     let s = wait_until(&release, &format!("/api/v1/sessions/{id}"), "reconnecting", |_, s| s["status"] == "reconnecting").await;
     assert_eq!(s["statusReason"], "WhatsApp handshake failed", "{s}");
@@ -137,4 +150,13 @@ async fn release_binary_refuses_the_emulator_certificate() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(registrations(&emulator), 1, "no handshake of the release build completed");
+
+    // No media seam: not announced, and its text is nowhere in the binary.
+    let logs = release.logs.lock().unwrap().clone();
+    assert!(!logs.iter().any(|l| l.contains(announcement)), "the release build has the media seam:\n{}", logs.join("\n"));
+    let bytes = std::fs::read(&release_path).unwrap();
+    assert!(
+        !bytes.windows(announcement.len()).any(|w| w == announcement.as_bytes()),
+        "the release binary contains the media seam's text"
+    );
 }
