@@ -466,10 +466,10 @@ async fn wait_for(
 ) -> bool {
     let t = Instant::now();
     let mut last_print = Instant::now();
-    let mut last_count = progress(&*lock(o));
+    let mut last_count = progress(&lock(o));
     let mut last_cpu = Cpu::read(emulator_pid);
     loop {
-        let count = progress(&*lock(o));
+        let count = progress(&lock(o));
         if count >= target {
             return true;
         }
