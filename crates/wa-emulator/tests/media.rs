@@ -3,155 +3,23 @@
 //! a phone, which fetches and decrypts it; the blob host refuses foreign auth and unknown
 //! paths, and keeps its blobs across a restart.
 //!
-//! The client always builds `https://{host}…` media URLs. Its HTTP here goes through
-//! [`PlainMediaHttp`], which sends those for the emulator's blob host to `http://` instead:
-//! a seam for tests only.
+//! The client's media HTTP goes through the test-only seam of `common` (`https://` to the
+//! emulator's blob host becomes `http://`).
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+mod common;
+
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::prelude::{BASE64_STANDARD, BASE64_URL_SAFE_NO_PAD};
 use sha2::{Digest, Sha256};
-use tokio::sync::Notify;
-use wa_emulator::{AccountSpec, Emulator, EmulatorConfig, MediaKind, PhoneMedia};
-use whatsapp_rust::bot::{Bot, BotHandle};
-use whatsapp_rust::http::{HttpClient, HttpRequest, HttpResponse, UreqHttpClient};
+use common::{Companion, PATIENCE, emulator, emulator_with};
+use wa_emulator::{AccountSpec, EmulatorConfig, MediaKind, PhoneMedia};
+use whatsapp_rust::Jid;
 use whatsapp_rust::media::{DocumentOptions, ImageOptions};
-use whatsapp_rust::store::SqliteStore;
-use whatsapp_rust::transport::TokioWebSocketTransportFactory;
-use whatsapp_rust::types::events::Event;
 use whatsapp_rust::upload::UploadOptions;
 use whatsapp_rust::wacore::download::{DownloadUtils, MediaType};
-use whatsapp_rust::wacore::net::{StreamingHttpResponse, UploadBody};
-use whatsapp_rust::waproto::whatsapp as wa;
-use whatsapp_rust::{Client, Jid};
-
-const VERSION: (u32, u32, u32) = (2, 3000, 1_023_000_000);
-
-/// Generous: the box is a loaded 2-core machine.
-const PATIENCE: Duration = Duration::from_secs(60);
-
-/// The client's HTTP, with `https://{media_host}` sent to `http://{media_host}`.
-struct PlainMediaHttp {
-    inner: UreqHttpClient,
-    media_host: String,
-}
-
-impl PlainMediaHttp {
-    fn rewrite(&self, mut request: HttpRequest) -> HttpRequest {
-        if let Some(rest) = request.url.strip_prefix(&format!("https://{}", self.media_host))
-            && (rest.is_empty() || rest.starts_with(['/', '?']))
-        {
-            request.url = format!("http://{}{rest}", self.media_host);
-        }
-        request
-    }
-}
-
-#[whatsapp_rust::async_trait]
-impl HttpClient for PlainMediaHttp {
-    async fn execute(&self, request: HttpRequest) -> anyhow::Result<HttpResponse> {
-        self.inner.execute(self.rewrite(request)).await
-    }
-
-    fn supports_streaming(&self) -> bool {
-        self.inner.supports_streaming()
-    }
-
-    fn execute_streaming(&self, request: HttpRequest) -> anyhow::Result<StreamingHttpResponse> {
-        self.inner.execute_streaming(self.rewrite(request))
-    }
-
-    fn supports_upload_streaming(&self) -> bool {
-        self.inner.supports_upload_streaming()
-    }
-
-    fn execute_upload(&self, request: HttpRequest, body: UploadBody, content_length: u64) -> anyhow::Result<HttpResponse> {
-        self.inner.execute_upload(self.rewrite(request), body, content_length)
-    }
-}
-
-struct Companion {
-    client: Arc<Client>,
-    events: Arc<Mutex<Vec<Arc<Event>>>>,
-    changed: Arc<Notify>,
-    handle: Option<BotHandle>,
-}
-
-impl Drop for Companion {
-    fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            h.abort();
-        }
-    }
-}
-
-impl Companion {
-    /// Pairs a fresh client with the account `phone` (created if new) and waits for `Connected`.
-    async fn paired(emulator: &Emulator, dir: &Path, phone: &str, name: &str) -> Self {
-        let store = SqliteStore::new(dir.join("client.db").to_str().unwrap()).await.unwrap();
-        let events: Arc<Mutex<Vec<Arc<Event>>>> = Arc::default();
-        let changed = Arc::new(Notify::new());
-        let (sink, notify) = (events.clone(), changed.clone());
-        let bot = Bot::builder()
-            .with_backend(store)
-            .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(emulator.ws_url()))
-            .with_http_client(PlainMediaHttp { inner: UreqHttpClient::new(), media_host: emulator.media_host() })
-            .with_version(VERSION)
-            .skip_history_sync()
-            .on_event(move |event, _client| {
-                let (sink, notify) = (sink.clone(), notify.clone());
-                async move {
-                    sink.lock().unwrap().push(event);
-                    notify.notify_waiters();
-                }
-            })
-            .build()
-            .await
-            .unwrap();
-        let client = bot.client();
-        let c = Self { client, events, changed, handle: Some(bot.spawn()) };
-        let qr = c
-            .wait("a QR code", |e| match e {
-                Event::PairingQrCode(q) => Some(q.code.clone()),
-                _ => None,
-            })
-            .await;
-        let spec = AccountSpec { phone: Some(phone.into()), push_name: Some(name.into()), ..Default::default() };
-        emulator.scan_qr(&qr, spec).await.expect("paired");
-        c.wait("Connected", |e| matches!(e, Event::Connected(_)).then_some(())).await;
-        c.client.set_force_active_delivery_receipts(true);
-        c
-    }
-
-    async fn wait<T>(&self, what: &str, f: impl Fn(&Event) -> Option<T>) -> T {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let notified = self.changed.notified();
-            let found = self.events.lock().unwrap().iter().find_map(|e| f(e));
-            if let Some(found) = found {
-                return found;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!("no {what} within {PATIENCE:?}");
-            }
-        }
-    }
-
-    async fn received(&self, id: &str) -> Arc<wa::Message> {
-        self.wait(&format!("message {id}"), |e| e.messages().find(|m| m.info.id == id).map(|m| m.message.clone())).await
-    }
-}
-
-async fn emulator(config: EmulatorConfig) -> Emulator {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    Emulator::start(config).await.unwrap()
-}
+use whatsapp_rust::http::{HttpClient, HttpRequest, UreqHttpClient};
 
 /// Bytes that look like nothing in particular, `n` long.
 fn file(seed: u8, n: usize) -> Vec<u8> {
@@ -164,7 +32,7 @@ fn sha256(data: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_phone_sends_an_image_a_voice_note_and_a_document_the_client_downloads() {
-    let emulator = emulator(EmulatorConfig::default()).await;
+    let emulator = emulator().await;
     let dir = tempfile::tempdir().unwrap();
     emulator.create_account(AccountSpec { phone: Some("15550101102".into()), ..Default::default() }).unwrap();
     let ada = Companion::paired(&emulator, dir.path(), "15550101101", "Ada").await;
@@ -236,7 +104,7 @@ async fn a_phone_sends_an_image_a_voice_note_and_a_document_the_client_downloads
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_uploads_and_sends_media_the_phone_decrypts() {
     use tower::ServiceExt as _;
-    let emulator = Arc::new(emulator(EmulatorConfig::default()).await);
+    let emulator = Arc::new(emulator().await);
     let dir = tempfile::tempdir().unwrap();
     emulator.create_account(AccountSpec { phone: Some("15550101202".into()), ..Default::default() }).unwrap();
     let ada = Companion::paired(&emulator, dir.path(), "15550101201", "Ada").await;
@@ -320,7 +188,7 @@ async fn the_client_uploads_and_sends_media_the_phone_decrypts() {
 async fn the_blob_host_checks_auth_and_keeps_blobs_across_a_restart() {
     let data = tempfile::tempdir().unwrap();
     let config = EmulatorConfig { data_dir: Some(data.path().to_owned()), ..Default::default() };
-    let first = emulator(config.clone()).await;
+    let first = emulator_with(config.clone()).await;
     first.create_account(AccountSpec { phone: Some("15550101301".into()), ..Default::default() }).unwrap();
     first.create_account(AccountSpec { phone: Some("15550101302".into()), ..Default::default() }).unwrap();
     let http = UreqHttpClient::new();
@@ -349,7 +217,7 @@ async fn the_blob_host_checks_auth_and_keeps_blobs_across_a_restart() {
     let sticker = got.message().unwrap().sticker_message.as_option().unwrap().clone();
     drop(first);
 
-    let second = emulator(config).await;
+    let second = emulator_with(config).await;
     let direct_path = sticker.direct_path.as_deref().unwrap();
     let token = BASE64_URL_SAFE_NO_PAD.encode(sticker.file_enc_sha256.as_deref().unwrap());
     let fetched = http.execute(HttpRequest::get(format!("http://{}{direct_path}?token={token}", second.media_host()))).await.unwrap();

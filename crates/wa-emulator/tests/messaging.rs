@@ -2,133 +2,15 @@
 //! emulated phone exchange end-to-end encrypted texts and receipts; two clients paired to two
 //! accounts message each other; typing and number lookups.
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+mod common;
 
-use tokio::sync::Notify;
+use std::sync::Arc;
+
+use common::{Companion, PATIENCE, emulator};
 use wa_emulator::{AccountSpec, Emulator, EmulatorConfig, ServerEvent};
-use whatsapp_rust::bot::{Bot, BotHandle};
-use whatsapp_rust::store::SqliteStore;
-use whatsapp_rust::transport::TokioWebSocketTransportFactory;
+use whatsapp_rust::Jid;
 use whatsapp_rust::types::events::Event;
 use whatsapp_rust::types::presence::ReceiptType;
-use whatsapp_rust::{Client, Jid};
-
-/// A WhatsApp Web version, so the client makes no online lookup.
-const VERSION: (u32, u32, u32) = (2, 3000, 1_023_000_000);
-
-/// Generous: the box is a loaded 2-core machine.
-const PATIENCE: Duration = Duration::from_secs(60);
-
-struct Companion {
-    client: Arc<Client>,
-    events: Arc<Mutex<Vec<Arc<Event>>>>,
-    changed: Arc<Notify>,
-    handle: Option<BotHandle>,
-}
-
-impl Drop for Companion {
-    fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            h.abort();
-        }
-    }
-}
-
-impl Companion {
-    async fn start(emulator: &Emulator, dir: &Path) -> Self {
-        let store = SqliteStore::new(dir.join("client.db").to_str().unwrap()).await.unwrap();
-        let events: Arc<Mutex<Vec<Arc<Event>>>> = Arc::default();
-        let changed = Arc::new(Notify::new());
-        let (sink, notify) = (events.clone(), changed.clone());
-        let bot = Bot::builder()
-            .with_backend(store)
-            .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(emulator.ws_url()))
-            .with_version(VERSION)
-            .skip_history_sync()
-            .on_event(move |event, _client| {
-                let (sink, notify) = (sink.clone(), notify.clone());
-                async move {
-                    sink.lock().unwrap().push(event);
-                    notify.notify_waiters();
-                }
-            })
-            .build()
-            .await
-            .unwrap();
-        let client = bot.client();
-        Self { client, events, changed, handle: Some(bot.spawn()) }
-    }
-
-    /// Pairs a fresh client with the account `phone` (created if new) and waits for `Connected`.
-    async fn paired(emulator: &Emulator, dir: &Path, phone: &str, name: &str) -> Self {
-        let c = Self::start(emulator, dir).await;
-        let qr = c
-            .wait("a QR code", |e| match e {
-                Event::PairingQrCode(q) => Some(q.code.clone()),
-                _ => None,
-            })
-            .await;
-        let spec = AccountSpec { phone: Some(phone.into()), push_name: Some(name.into()), ..Default::default() };
-        emulator.scan_qr(&qr, spec).await.expect("paired");
-        c.wait("Connected", |e| matches!(e, Event::Connected(_)).then_some(())).await;
-        // Delivery receipts of type "delivery" (not "inactive") without a push name.
-        c.client.set_force_active_delivery_receipts(true);
-        c
-    }
-
-    /// The first event (past or future) for which `f` says something.
-    async fn wait<T>(&self, what: &str, f: impl Fn(&Event) -> Option<T>) -> T {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let notified = self.changed.notified();
-            let found = self.events.lock().unwrap().iter().find_map(|e| f(e));
-            if let Some(found) = found {
-                return found;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!("no {what} within {PATIENCE:?}");
-            }
-        }
-    }
-
-    /// The text of a received message with id `id`.
-    async fn received_text(&self, id: &str) -> (String, Jid) {
-        self.wait(&format!("message {id}"), |e| {
-            e.messages().find(|m| m.info.id == id).map(|m| {
-                let text = m.message.conversation.clone().or_else(|| {
-                    m.message.extended_text_message.as_option().and_then(|x| x.text.clone())
-                });
-                (text.unwrap_or_default(), m.info.source.sender.clone())
-            })
-        })
-        .await
-    }
-
-    /// Disconnects gracefully (the device stays linked).
-    async fn stop(mut self) {
-        if let Some(h) = self.handle.take() {
-            h.shutdown().await;
-        }
-    }
-
-    async fn receipt(&self, id: &str, kind: ReceiptType) {
-        self.wait(&format!("a {kind:?} receipt for {id}"), |e| match e {
-            Event::Receipt(r) if r.r#type == kind && r.message_ids.iter().any(|m| m.as_str() == id) => Some(()),
-            _ => None,
-        })
-        .await;
-    }
-}
-
-async fn emulator() -> Emulator {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    Emulator::start(EmulatorConfig::default()).await.unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_and_an_emulated_phone_exchange_texts_and_receipts() {

@@ -25,6 +25,25 @@ pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime")
 }
 
+/// Runs this bench binary again as `mode N` (one fresh process per N) and reads the report it
+/// prints as `RESULT {json}`; `None`, with its output shown, when the run failed.
+pub(crate) fn run_child<R: serde::de::DeserializeOwned>(exe: &std::path::Path, mode: &str, n: usize) -> anyhow::Result<Option<R>> {
+    let out = std::process::Command::new(exe)
+        .args([mode, &n.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("run the gateway process")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match stdout.lines().find_map(|l| l.strip_prefix("RESULT ")) {
+        Some(json) => Ok(Some(serde_json::from_str(json)?)),
+        None => {
+            eprintln!("N = {n}: the gateway run failed ({})\n{stdout}", out.status);
+            Ok(None)
+        }
+    }
+}
+
 pub(crate) fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }

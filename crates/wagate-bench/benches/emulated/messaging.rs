@@ -90,16 +90,8 @@ pub(crate) fn driver(counts: &[usize]) -> anyhow::Result<()> {
             "\n=== messaging, N = {n}: {} messages per session each way ({} of them inbound paced at {}/s), {cores} cores ===",
             s.messages, s.paced_per_session, s.paced_rate
         );
-        let out = std::process::Command::new(&exe)
-            .args([MESSAGING_RUN, &n.to_string()])
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .context("run the gateway process")?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        match stdout.lines().find_map(|l| l.strip_prefix("RESULT ")) {
-            Some(json) => rows.push(serde_json::from_str::<Report>(json)?),
-            None => eprintln!("N = {n}: the gateway run failed ({})\n{stdout}", out.status),
+        if let Some(report) = run_child::<Report>(&exe, MESSAGING_RUN, n)? {
+            rows.push(report);
         }
     }
     for r in &rows {
