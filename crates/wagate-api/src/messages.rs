@@ -321,7 +321,7 @@ async fn received_media(state: &AppState, field: &'static str, req: MediaRequest
             (bytes, content_type)
         }
     };
-    let mime_type = media.mime_type.or(content_type).unwrap_or_else(|| wagate_runtime::media::default_mime(media.kind).to_owned());
+    let mime_type = media.mime_type.or(content_type).unwrap_or_else(|| media.kind.default_mime().to_owned());
     let info = MediaInfo {
         mime_type,
         filename: media.filename,

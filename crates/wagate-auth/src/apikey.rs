@@ -10,6 +10,7 @@ use std::fmt;
 use rand::Rng;
 use rand::rngs::OsRng;
 use sha2::{Digest, Sha256};
+use wagate_core::hex;
 
 /// Every key starts with this.
 pub const PREFIX: &str = "wag_";
@@ -99,10 +100,6 @@ fn checksum(random: &[u8]) -> String {
     }
     debug_assert_eq!(n, 0, "62^6 > 2^32");
     out.iter().map(|&b| b as char).collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -200,6 +200,18 @@ impl MessageType {
     pub fn has_media(self) -> bool {
         matches!(self, Self::Image | Self::Video | Self::Audio | Self::Document | Self::Sticker)
     }
+
+    /// The MIME type media of this kind is taken to have when nobody said: what WhatsApp's
+    /// clients send (voice notes are Opus in Ogg).
+    pub fn default_mime(self) -> &'static str {
+        match self {
+            Self::Image => "image/jpeg",
+            Self::Video => "video/mp4",
+            Self::Audio => "audio/ogg; codecs=opus",
+            Self::Sticker => "image/webp",
+            _ => "application/octet-stream",
+        }
+    }
 }
 
 string_enum!(

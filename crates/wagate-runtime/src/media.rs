@@ -4,24 +4,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use wagate_core::MessageType;
 use wagate_egress::{AddressGuard, EgressClient};
 
 /// Hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The type to assume for media of `kind` sent without one.
-pub fn default_mime(kind: MessageType) -> &'static str {
-    match kind {
-        MessageType::Image => "image/jpeg",
-        MessageType::Video => "video/mp4",
-        MessageType::Audio => "audio/ogg",
-        MessageType::Sticker => "image/webp",
-        _ => "application/octet-stream",
-    }
+    wagate_core::hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
 }
 
 /// Blobs named by the SHA-256 of their bytes (`<dir>/<first two hex digits>/<hex>`): the same

@@ -34,7 +34,7 @@ use wagate_engine::{
 use wagate_store::prelude::*;
 use wagate_store::{Accepted, Chat, Idempotency, MessageFilter, Page, PageRequest, ReactionRecord, StatusUpdate, StoreError};
 
-use crate::media::{BlobStore, FetchError, MediaFetcher, default_mime};
+use crate::media::{BlobStore, FetchError, MediaFetcher};
 use crate::supervisor::{SessionObserver, Supervisor, SupervisorError};
 
 /// The default pace of a session that sets none (`WAGATE_SEND_PER_MINUTE`).
@@ -308,7 +308,7 @@ impl MessageService {
                         info.sha256 = blobs.put(&bytes).await.map_err(|e| EngineError::Internal(format!("cannot store media: {e}")))?;
                         info.size = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
                         if info.mime_type.is_empty() {
-                            default_mime(media.kind).clone_into(&mut info.mime_type);
+                            media.kind.default_mime().clone_into(&mut info.mime_type);
                         }
                     }
                     MediaSource::Url(url) => message.media_url = Some(url),
@@ -580,7 +580,7 @@ impl MessageService {
         info.sha256 = sha256;
         info.size = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
         if info.mime_type.is_empty() {
-            info.mime_type = content_type.unwrap_or_else(|| default_mime(message.kind).to_owned());
+            info.mime_type = content_type.unwrap_or_else(|| message.kind.default_mime().to_owned());
         }
         match self.store.set_media(&message.id, &info, wagate_core::now()).await {
             Ok(Some(updated)) => Ok(updated),

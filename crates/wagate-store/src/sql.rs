@@ -6,6 +6,12 @@
 //! Shared statements are written in the subset both engines accept: `$N` placeholders
 //! (sqlx's SQLite driver maps `$N` to the N-th bound argument), `ON CONFLICT DO NOTHING` and
 //! `RETURNING` (SQLite 3.35+, the bundled one is newer).
+//!
+//! A bound limit is written `LIMIT CAST($N AS BIGINT)`, never `LIMIT $N`: SQLite plans a bare
+//! bound `LIMIT` as the constant bound at preparation and marks the statement to be prepared
+//! again whenever that parameter is bound anew, which sqlx does on every execution (6.6% of the
+//! gateway's CPU per sent message went to that, docs/PERFORMANCE.md). The cast
+//! is evaluated at run time instead; PostgreSQL reads it as the plain `bigint` it expects.
 
 use crate::StoreError;
 
@@ -83,14 +89,14 @@ pub(crate) const GET_SESSION_BY_INSTANCE: &str = concat!(
 pub(crate) const LIST_SESSIONS_FIRST: &str = concat!(
     "SELECT ",
     session_columns!(),
-    " FROM sessions WHERE org_id = $1 ORDER BY id DESC LIMIT $2"
+    " FROM sessions WHERE org_id = $1 ORDER BY id DESC LIMIT CAST($2 AS BIGINT)"
 );
 
 /// `$1` org, `$2` after (exclusive), `$3` limit.
 pub(crate) const LIST_SESSIONS_AFTER: &str = concat!(
     "SELECT ",
     session_columns!(),
-    " FROM sessions WHERE org_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+    " FROM sessions WHERE org_id = $1 AND id < $2 ORDER BY id DESC LIMIT CAST($3 AS BIGINT)"
 );
 
 /// `$1` org, `$2` id, `$3` whether to set the name, `$4` the name, `$5` whether to set the
@@ -155,14 +161,14 @@ pub(crate) const GET_EVENT: &str = concat!(
 pub(crate) const EVENTS_AFTER: &str = concat!(
     "SELECT ",
     event_columns!(),
-    " FROM events WHERE seq > $1 ORDER BY seq ASC LIMIT $2"
+    " FROM events WHERE seq > $1 ORDER BY seq ASC LIMIT CAST($2 AS BIGINT)"
 );
 
 pub(crate) const LAST_EVENT_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM events";
 
 /// `$1` before, `$2` limit.
 pub(crate) const PRUNE_EVENTS: &str = "DELETE FROM events WHERE seq IN \
-     (SELECT seq FROM events WHERE created_at < $1 ORDER BY seq ASC LIMIT $2)";
+     (SELECT seq FROM events WHERE created_at < $1 ORDER BY seq ASC LIMIT CAST($2 AS BIGINT))";
 
 /// The filtered readers of one organization's events. `$1` org, `$2` session (NULL: all),
 /// `$3` the types (NULL: all; how a list is bound differs per backend, so each passes the
@@ -177,14 +183,14 @@ macro_rules! org_events {
                 $crate::sql::event_columns!(),
                 " FROM events WHERE org_id = $1 AND ($2 IS NULL OR session_id = $2) AND ($3 IS NULL OR ",
                 $types,
-                ") AND ($4 IS NULL OR seq < (SELECT seq FROM events WHERE id = $4)) ORDER BY seq DESC LIMIT $5"
+                ") AND ($4 IS NULL OR seq < (SELECT seq FROM events WHERE id = $4)) ORDER BY seq DESC LIMIT CAST($5 AS BIGINT)"
             ),
             concat!(
                 "SELECT ",
                 $crate::sql::event_columns!(),
                 " FROM events WHERE org_id = $1 AND ($2 IS NULL OR session_id = $2) AND ($3 IS NULL OR ",
                 $types,
-                ") AND seq > $4 ORDER BY seq ASC LIMIT $5"
+                ") AND seq > $4 ORDER BY seq ASC LIMIT CAST($5 AS BIGINT)"
             ),
         )
     };
@@ -237,7 +243,7 @@ pub(crate) const ALL_WEBHOOKS: &str = concat!(
 pub(crate) const LIST_WEBHOOKS: &str = concat!(
     "SELECT ",
     webhook_columns!(),
-    " FROM webhooks WHERE org_id = $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
+    " FROM webhooks WHERE org_id = $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT CAST($3 AS BIGINT)"
 );
 
 /// `$1` org, `$2` id, `$3` url (NULL keeps), `$4` whether to set the events, `$5` the events,
@@ -303,14 +309,14 @@ pub(crate) const RETRY_DELIVERY: &str = concat!(
 /// Events of a replay window, oldest first: `$1` org, `$2` since, `$3` until (NULL: open),
 /// `$4` session (NULL: all), `$5` webhook (its own `webhook.test` events only), `$6` after
 /// this position, `$7` limit.
-pub(crate) const REPLAY_EVENTS: &str = "SELECT e.seq, e.id, e.type FROM events e WHERE e.org_id = $1 AND e.created_at >= $2 AND ($3 IS NULL OR e.created_at < $3) AND ($4 IS NULL OR e.session_id = $4) AND (e.type <> 'webhook.test' OR EXISTS (SELECT 1 FROM deliveries x WHERE x.webhook_id = $5 AND x.event_id = e.id)) AND e.seq > $6 ORDER BY e.seq LIMIT $7";
+pub(crate) const REPLAY_EVENTS: &str = "SELECT e.seq, e.id, e.type FROM events e WHERE e.org_id = $1 AND e.created_at >= $2 AND ($3 IS NULL OR e.created_at < $3) AND ($4 IS NULL OR e.session_id = $4) AND (e.type <> 'webhook.test' OR EXISTS (SELECT 1 FROM deliveries x WHERE x.webhook_id = $5 AND x.event_id = e.id)) AND e.seq > $6 ORDER BY e.seq LIMIT CAST($7 AS BIGINT)";
 
 /// `$1` org, `$2` webhook, `$3` status (NULL: all), `$4` after (exclusive, NULL: from the
 /// newest), `$5` limit.
 pub(crate) const LIST_DELIVERIES: &str = concat!(
     "SELECT ",
     delivery_columns!(),
-    " FROM deliveries WHERE org_id = $1 AND webhook_id = $2 AND ($3 IS NULL OR status = $3) AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
+    " FROM deliveries WHERE org_id = $1 AND webhook_id = $2 AND ($3 IS NULL OR status = $3) AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT CAST($5 AS BIGINT)"
 );
 
 pub(crate) const GET_DELIVERY: &str = concat!(
@@ -324,7 +330,7 @@ pub(crate) const READ_SNAPSHOT: &str = "SET TRANSACTION ISOLATION LEVEL REPEATAB
 
 /// The attempts of every delivery `LIST_DELIVERIES` returns for the same parameters, in the
 /// same read snapshot: `(delivery_id, ...)` rows, each delivery's oldest first.
-pub(crate) const LIST_DELIVERY_ATTEMPTS: &str = "SELECT delivery_id, at, duration_ms, response_status, error FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE org_id = $1 AND webhook_id = $2 AND ($3 IS NULL OR status = $3) AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5) ORDER BY delivery_id, n";
+pub(crate) const LIST_DELIVERY_ATTEMPTS: &str = "SELECT delivery_id, at, duration_ms, response_status, error FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE org_id = $1 AND webhook_id = $2 AND ($3 IS NULL OR status = $3) AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT CAST($5 AS BIGINT)) ORDER BY delivery_id, n";
 
 /// One delivery's attempts, oldest first; read in the snapshot that read the delivery.
 pub(crate) const DELIVERY_ATTEMPTS: &str = "SELECT delivery_id, at, duration_ms, response_status, error FROM delivery_attempts WHERE delivery_id = $1 ORDER BY n";
@@ -393,7 +399,7 @@ pub(crate) const LIST_MESSAGES: &str = concat!(
     "SELECT ",
     message_columns!(),
     " FROM messages WHERE org_id = $1 AND session_id = $2 AND ($3 IS NULL OR chat_id = $3) \
-     AND ($4 IS NULL OR direction = $4) AND ($5 IS NULL OR id < $5) ORDER BY id DESC LIMIT $6"
+     AND ($4 IS NULL OR direction = $4) AND ($5 IS NULL OR id < $5) ORDER BY id DESC LIMIT CAST($6 AS BIGINT)"
 );
 
 /// `$1` id, `$2` status, `$3` error code, `$4` error message, `$5` ts, `$6` updated_at.
@@ -403,7 +409,7 @@ pub(crate) const SET_MESSAGE_STATUS: &str = "UPDATE messages SET status = $2, er
 pub(crate) const QUEUED_MESSAGES: &str = concat!(
     "SELECT ",
     message_columns!(),
-    " FROM messages WHERE session_id = $1 AND status = 'queued' ORDER BY id LIMIT $2"
+    " FROM messages WHERE session_id = $1 AND status = 'queued' ORDER BY id LIMIT CAST($2 AS BIGINT)"
 );
 
 pub(crate) const SESSIONS_WITH_QUEUED: &str = "SELECT DISTINCT session_id FROM messages WHERE status = 'queued'";
@@ -432,7 +438,7 @@ pub(crate) const REVOKE_MESSAGE: &str = "UPDATE messages SET revoked = TRUE, upd
 pub(crate) const LIST_CHATS: &str = "SELECT chat_id, MAX(id) AS last_id, \
      SUM(CASE WHEN direction = 'inbound' AND status = 'received' THEN 1 ELSE 0 END) AS unread \
      FROM messages WHERE org_id = $1 AND session_id = $2 GROUP BY chat_id \
-     HAVING ($3 IS NULL OR MAX(id) < $3) ORDER BY last_id DESC LIMIT $4";
+     HAVING ($3 IS NULL OR MAX(id) < $3) ORDER BY last_id DESC LIMIT CAST($4 AS BIGINT)";
 
 /// `$1` session, `$2` chat: the push name of the latest inbound message with one.
 pub(crate) const CHAT_NAME: &str = "SELECT push_name FROM messages WHERE session_id = $1 AND chat_id = $2 \
@@ -508,6 +514,31 @@ fn conflict_field(constraint: Option<&str>, message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::conflict_field;
+
+    /// See the module notes: a bare bound `LIMIT` makes SQLite prepare the statement again on
+    /// every execution.
+    #[test]
+    fn no_statement_binds_a_bare_limit() {
+        let sources = [
+            ("sql.rs", include_str!("sql.rs")),
+            ("sqlite/api_keys.rs", include_str!("sqlite/api_keys.rs")),
+            ("sqlite/events.rs", include_str!("sqlite/events.rs")),
+            ("sqlite/messages.rs", include_str!("sqlite/messages.rs")),
+            ("sqlite/sessions.rs", include_str!("sqlite/sessions.rs")),
+            ("sqlite/webhooks.rs", include_str!("sqlite/webhooks.rs")),
+            ("sqlite/writer.rs", include_str!("sqlite/writer.rs")),
+        ];
+        let needle = concat!("LIMIT ", "$");
+        for (file, text) in sources {
+            for (at, _) in text.match_indices(needle) {
+                let next = text[at + needle.len()..].chars().next();
+                assert!(
+                    !next.is_some_and(|c| c.is_ascii_digit()),
+                    "{file}: a bare bound LIMIT at byte {at}; write LIMIT CAST($N AS BIGINT)"
+                );
+            }
+        }
+    }
 
     #[test]
     fn conflicts_name_the_broken_rule() {

@@ -8,7 +8,7 @@ use tokio::sync::Semaphore;
 use wagate_core::{EngineKind, SessionId};
 use wagate_engine::{Engine, EngineError, EngineSession, SessionOutput, SessionSpec};
 use whatsapp_rust::bot::Bot;
-use whatsapp_rust::store::SqliteStore;
+use whatsapp_rust::store::{SqliteStore, SqliteStoreConfig};
 use whatsapp_rust::wacore::store::DevicePropsOverride;
 
 use crate::config::WhatsappConfig;
@@ -16,6 +16,12 @@ use crate::lane::{LIFECYCLE_CAPACITY, lifecycle_lane};
 use crate::session::{Parts, WhatsappSession};
 use crate::traffic::{InboundHook, TrafficOut, receipt_path};
 use crate::transport::{GatedFactory, TransportSlot};
+
+/// The page cache of each session's key store (it has one connection), in KiB. whatsapp-rust's
+/// default is 512 KiB, paid by every connected session once traffic has filled it; the working
+/// set of a key store (the Signal sessions and identities of recent peers, the prekeys still
+/// unused, app-state keys) is a fraction of that. Measured in docs/PERFORMANCE.md (issue 10).
+const KEY_STORE_CACHE_KIB: u32 = 128;
 
 /// Runs sessions on the real WhatsApp Web multi-device protocol (`whatsapp-rust` 0.7.0).
 ///
@@ -81,7 +87,8 @@ impl Engine for WhatsappEngine {
                 .map_err(|e| EngineError::Internal(format!("cannot create {}: {e}", dir.display())))?;
         }
         let url = path_url(&path)?;
-        let store = SqliteStore::new(&url)
+        let store_config = SqliteStoreConfig { cache_size_kib: KEY_STORE_CACHE_KIB, ..SqliteStoreConfig::default() };
+        let store = SqliteStore::with_config(&url, store_config)
             .await
             .map_err(|e| EngineError::Internal(format!("cannot open the key store {}: {e}", path.display())))?;
 

@@ -5,7 +5,7 @@
 //! client's LID ↔ PN store) and passed in, so every mapping here is unit-tested with
 //! constructed messages.
 
-use wagate_core::{ContactCard, Jid, Location, MediaInfo, MessageError, MessageType, Phone, Timestamp};
+use wagate_core::{ContactCard, Jid, Location, MediaInfo, MessageError, MessageType, Phone, Timestamp, hex};
 use wagate_engine::{Content, InboundMessage, MediaContent, ReceiptKind, Traffic};
 use whatsapp_rust::download::Downloadable;
 use whatsapp_rust::Server;
@@ -134,7 +134,7 @@ fn content_of<'m>(base: &'m wa::Message, info: &MessageInfo) -> Option<(Content,
 /// what the sender declared.
 fn media_of(base: &wa::Message) -> Option<(MediaContent, Option<&wa::ContextInfo>)> {
     let info = |kind: MessageType, mime: &Option<String>, sha: &Option<Vec<u8>>, len: Option<u64>| MediaInfo {
-        mime_type: mime.clone().filter(|m| !m.is_empty()).unwrap_or_else(|| default_mime(kind).to_owned()),
+        mime_type: mime.clone().filter(|m| !m.is_empty()).unwrap_or_else(|| kind.default_mime().to_owned()),
         filename: None,
         size: len.unwrap_or_default(),
         sha256: sha.as_deref().map(hex).unwrap_or_default(),
@@ -188,20 +188,6 @@ pub(crate) fn downloadable_of(message: &wa::Message) -> Option<&dyn Downloadable
 }
 
 /// The type to assume for media of `kind` that came without one.
-fn default_mime(kind: MessageType) -> &'static str {
-    match kind {
-        MessageType::Image => "image/jpeg",
-        MessageType::Video => "video/mp4",
-        MessageType::Audio => "audio/ogg; codecs=opus",
-        MessageType::Sticker => "image/webp",
-        _ => "application/octet-stream",
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The first phone number of a vCard (`TEL;waid=628…:+62 8…` or `TEL:+62…`), digits only.
 fn vcard_phone(vcard: &str) -> Option<String> {
     vcard.lines().find_map(|line| {
