@@ -609,11 +609,28 @@ async fn gateway_run(settings: Settings, client: Handle) -> anyhow::Result<Repor
         first_failure.map(|f| format!(" (first: {f})")).unwrap_or_default()
     );
     let mut phones_received = 0;
+    // Copies of one message (one WhatsApp id) decrypted more than once, and texts that arrived
+    // under more than one id (a message sent twice as two messages: must be none).
+    let mut repeated_ids = 0;
+    let mut repeated_texts = 0;
     for i in 0..n {
         let inbox: Vec<Value> = http.get(format!("{}/phones/{}/messages", emulator.control, peer_phone(i))).send().await?.json().await?;
-        phones_received += inbox.iter().filter(|m| m["text"].as_str().is_some_and(|t| t.starts_with("out "))).count();
+        let ours: Vec<&Value> = inbox.iter().filter(|m| m["text"].as_str().is_some_and(|t| t.starts_with("out "))).collect();
+        phones_received += ours.len();
+        let mut ids = std::collections::HashSet::new();
+        let mut texts = std::collections::HashMap::<&str, std::collections::HashSet<&str>>::new();
+        for m in &ours {
+            let (id, text) = (m["id"].as_str().unwrap_or_default(), m["text"].as_str().unwrap_or_default());
+            if !ids.insert(id) {
+                repeated_ids += 1;
+            }
+            texts.entry(text).or_default().insert(id);
+        }
+        repeated_texts += texts.values().filter(|ids| ids.len() > 1).count();
     }
-    eprintln!("  the peer phones decrypted {phones_received}/{total}");
+    eprintln!(
+        "  the peer phones decrypted {phones_received}/{total}: {repeated_ids} repeated copies of one id, {repeated_texts} texts under more than one id"
+    );
     let outbound = Phase {
         messages: sent,
         expected: total,
