@@ -28,8 +28,8 @@ use crate::state::{AppState, Auth};
 pub struct EventView {
     #[schema(example = "evt_01J9Z3QK8M5W4X6Y7Z8A9B0C1D")]
     pub id: String,
-    /// `session.status`, `message.received`, `message.status`, `message.reaction`,
-    /// `message.edited`, `message.revoked` or `webhook.test`.
+    /// `session.status`, `message.received`, `message.sent`, `message.status`,
+    /// `message.reaction`, `message.edited`, `message.revoked` or `webhook.test`.
     #[serde(rename = "type")]
     #[schema(example = "session.status")]
     pub kind: String,

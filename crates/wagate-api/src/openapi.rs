@@ -103,7 +103,7 @@ impl Modify for CommonResponses {
         (name = "sessions", description = "A session is one attached (or to-be-attached) WhatsApp number, scoped to an organization."),
         (name = "pairing", description = "Attach a number by QR code or by phone pairing code."),
         (name = "sandbox", description = "Controls of the simulated network; only for `sandbox` sessions."),
-        (name = "messages", description = "Messages in and out: a durable, paced send queue per session, every change an event (`message.received`, `message.status`, `message.reaction`, `message.edited`, `message.revoked`)."),
+        (name = "messages", description = "Messages in and out: a durable, paced send queue per session, every change an event (`message.received`, `message.sent`, `message.status`, `message.reaction`, `message.edited`, `message.revoked`). `message.sent` carries a message this account sent from another of its devices (its phone, WhatsApp Web), stored as `direction: outbound`, `fromMe: true`, `status: sent`; what the API sends is reported by `message.status` only."),
         (name = "events", description = "The event log: every change a client can observe, committed with the change itself. Webhooks and the stream read it."),
         (name = "webhooks", description = include_str!("webhooks_description.md")),
         (name = "wawp", description = "The wawp.net-compatible v2 surface."),

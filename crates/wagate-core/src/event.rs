@@ -13,6 +13,8 @@ use crate::{EventId, OrgId, SessionId, SessionStatus, Timestamp};
 pub enum EventType {
     SessionStatus,
     MessageReceived,
+    /// A message this account sent from another of its devices (its phone, WhatsApp Web).
+    MessageSent,
     MessageStatus,
     MessageReaction,
     MessageEdited,
@@ -21,9 +23,10 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 7] = [
+    pub const ALL: [EventType; 8] = [
         EventType::SessionStatus,
         EventType::MessageReceived,
+        EventType::MessageSent,
         EventType::MessageStatus,
         EventType::MessageReaction,
         EventType::MessageEdited,
@@ -35,6 +38,7 @@ impl EventType {
         match self {
             EventType::SessionStatus => "session.status",
             EventType::MessageReceived => "message.received",
+            EventType::MessageSent => "message.sent",
             EventType::MessageStatus => "message.status",
             EventType::MessageReaction => "message.reaction",
             EventType::MessageEdited => "message.edited",

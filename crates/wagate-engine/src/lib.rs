@@ -167,9 +167,12 @@ impl std::fmt::Debug for MediaContent {
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboundMessage {
     pub wa_message_id: String,
-    /// The chat (the sender's JID in a one-to-one chat).
+    /// The chat (the sender's JID in a one-to-one chat; the recipient's for `from_me`).
     pub chat: Jid,
     pub from: Jid,
+    /// This account sent it from another of its devices (its phone, WhatsApp Web): the gateway
+    /// stores it as an outbound message that was sent.
+    pub from_me: bool,
     /// The sender's phone number when the engine knows it (also for `@lid` senders).
     pub from_phone: Option<Phone>,
     pub push_name: Option<String>,

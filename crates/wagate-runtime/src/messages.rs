@@ -747,14 +747,19 @@ impl MessageTraffic {
             }
         };
         let kind = inbound.content.kind();
+        // Sent by this account from another of its devices: its own message, already sent.
+        let (direction, status) = match inbound.from_me {
+            true => (Direction::Outbound, MessageStatus::Sent),
+            false => (Direction::Inbound, MessageStatus::Received),
+        };
         let mut message = Message {
             id: MessageId::generate(),
             org: session.org.clone(),
             session: session.id.clone(),
             chat: inbound.chat,
             wa_message_id: inbound.wa_message_id,
-            direction: Direction::Inbound,
-            from_me: false,
+            direction,
+            from_me: inbound.from_me,
             from_phone: inbound.from_phone.or_else(|| inbound.from.phone()),
             from: Some(inbound.from),
             push_name: inbound.push_name,
@@ -769,7 +774,7 @@ impl MessageTraffic {
             mentions: inbound.mentions.iter().map(|j| j.phone().map_or_else(|| j.to_string(), |p| p.to_string())).collect(),
             edited: false,
             revoked: false,
-            status: MessageStatus::Received,
+            status,
             error: inbound.error,
             timestamp: inbound.timestamp,
             created_at: now,

@@ -86,8 +86,10 @@ pub trait MessageStore: Send + Sync {
     /// key up.
     async fn accept_outbound(&self, message: &Message, idempotency: Option<&Idempotency>) -> Result<Accepted>;
 
-    /// Stores an inbound message with its `message.received` event. `Ok(None)` when the session
-    /// already has a message with that WhatsApp id (a redelivery): nothing changes.
+    /// Stores a message that arrived with its event: an inbound one with `message.received`, an
+    /// outbound one (sent by this account from another of its devices) with `message.sent`.
+    /// `Ok(None)` when the session already has a message with that WhatsApp id (a redelivery,
+    /// or a message this session sent itself echoed back): nothing changes.
     async fn insert_inbound(&self, message: &Message) -> Result<Option<Message>>;
 
     async fn get_message(&self, org: &OrgId, session: &SessionId, id: &MessageId) -> Result<Option<Message>>;
@@ -166,8 +168,14 @@ pub(crate) fn status_event(message: &Message, previous: MessageStatus) -> NewEve
     NewEvent::new(&message.org, Some(&message.session), EventType::MessageStatus, &data)
 }
 
+/// The event of a message that arrived: `message.received`, or `message.sent` for one this
+/// account sent from another of its devices (stored as outbound).
 pub(crate) fn received_event(message: &Message) -> NewEvent {
-    NewEvent::new(&message.org, Some(&message.session), EventType::MessageReceived, message)
+    let kind = match message.direction {
+        Direction::Inbound => EventType::MessageReceived,
+        Direction::Outbound => EventType::MessageSent,
+    };
+    NewEvent::new(&message.org, Some(&message.session), kind, message)
 }
 
 #[derive(Serialize)]

@@ -1371,6 +1371,7 @@ scenarios!(
     outbound_messages_are_accepted_once_per_idempotency_key,
     statuses_only_move_forward_each_step_with_its_event,
     inbound_messages_are_stored_once_with_their_event,
+    own_messages_from_other_devices_are_stored_once_as_sent,
     an_undecryptable_placeholder_gives_way_to_the_message_once,
     messages_and_chats_list_newest_first_within_their_session,
 );

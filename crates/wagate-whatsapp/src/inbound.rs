@@ -42,12 +42,9 @@ pub(crate) fn phone_of(jid: &CrateJid) -> Option<Phone> {
 }
 
 /// What a delivered message means for the session: `None` for what wagate does not keep
-/// (protocol housekeeping such as key shares, and this account's own messages echoed from its
-/// other devices).
+/// (protocol housekeeping such as key shares). This account's own messages sent from its other
+/// devices (the phone, WhatsApp Web) are kept, `from_me`, with the recipient as the chat.
 pub(crate) fn traffic_of(message: &wa::Message, info: &MessageInfo, from_phone: Option<Phone>) -> Option<Traffic> {
-    if info.source.is_from_me {
-        return None;
-    }
     let chat = jid_of(&info.source.chat)?;
     let from = jid_of(&info.source.sender).unwrap_or_else(|| chat.clone());
     let at: Timestamp = info.timestamp;
@@ -86,6 +83,7 @@ pub(crate) fn traffic_of(message: &wa::Message, info: &MessageInfo, from_phone: 
         wa_message_id: info.id.to_string(),
         chat,
         from,
+        from_me: info.source.is_from_me,
         from_phone,
         push_name: Some(info.push_name.clone()).filter(|n| !n.is_empty()),
         timestamp: at,
@@ -277,6 +275,7 @@ pub(crate) fn undecryptable_traffic(event: &UndecryptableMessage) -> Option<Traf
         wa_message_id: info.id.to_string(),
         chat,
         from,
+        from_me: false,
         from_phone,
         push_name: Some(info.push_name.clone()).filter(|n| !n.is_empty()),
         timestamp: info.timestamp,
@@ -474,9 +473,21 @@ mod tests {
         };
         assert_eq!(traffic_of(&keys_only, &lid_info(), None), None);
 
+    }
+
+    /// What this account sent from its phone comes to its companions with the recipient as the
+    /// chat: kept as the account's own message, not dropped.
+    #[test]
+    fn own_messages_from_other_devices_are_kept_as_from_me() {
         let mut mine = lid_info();
         mine.source.is_from_me = true;
-        assert_eq!(traffic_of(&wa::Message::text("x"), &mine, None), None);
+        let Some(Traffic::Message(m)) = traffic_of(&wa::Message::text("typed on the phone"), &mine, None) else { panic!() };
+        assert!(m.from_me);
+        assert_eq!(m.chat, jid_of(&mine.source.chat).unwrap());
+        assert_eq!(m.content, Content::Text("typed on the phone".into()));
+
+        let theirs = traffic_of(&wa::Message::text("x"), &lid_info(), None);
+        assert!(matches!(theirs, Some(Traffic::Message(m)) if !m.from_me));
     }
 
     #[test]

@@ -171,6 +171,35 @@ pub async fn an_undecryptable_placeholder_gives_way_to_the_message_once(store: A
     assert_eq!(store.insert_inbound(&fake).await.unwrap(), None);
 }
 
+/// A message the account sent from another of its devices arrives as an outbound, `sent`
+/// message: stored once with `message.sent` (not `message.received`); the echo of a message this
+/// session sent itself changes nothing.
+pub async fn own_messages_from_other_devices_are_stored_once_as_sent(store: Arc<dyn Store>) {
+    let s = session(&store, &org("acme")).await;
+    let mut typed = message(&s, Direction::Outbound, "628333333333", "typed on the phone", wagate_core::now());
+    typed.status = MessageStatus::Sent;
+    let stored = store.insert_inbound(&typed).await.unwrap().expect("stored");
+    assert_eq!(stored, typed);
+    assert!(stored.from_me);
+    assert_eq!(store.insert_inbound(&typed).await.unwrap(), None, "a redelivery changes nothing");
+    assert_eq!(events_of(&store, &s, EventType::MessageSent).await, vec![serde_json::to_value(&typed).unwrap()]);
+    assert!(events_of(&store, &s, EventType::MessageReceived).await.is_empty());
+
+    let ours = message(&s, Direction::Outbound, "628333333333", "through the API", wagate_core::now());
+    store.accept_outbound(&ours, None).await.unwrap();
+    let mut echo = ours.clone();
+    echo.id = MessageId::generate();
+    echo.status = MessageStatus::Sent;
+    assert_eq!(store.insert_inbound(&echo).await.unwrap(), None, "the session's own send is stored once");
+    assert_eq!(events_of(&store, &s, EventType::MessageSent).await.len(), 1);
+
+    // Receipts move it on like any outbound message.
+    let update = StatusUpdate { wa_message_id: &typed.wa_message_id, status: MessageStatus::Delivered, error: None, at: wagate_core::now() };
+    store.update_status(&s.id, &update).await.unwrap();
+    let now = store.get_message(&s.org, &s.id, &typed.id).await.unwrap().unwrap();
+    assert_eq!(now.status, MessageStatus::Delivered);
+}
+
 pub async fn inbound_messages_are_stored_once_with_their_event(store: Arc<dyn Store>) {
     let s = session(&store, &org("acme")).await;
     let m = message(&s, Direction::Inbound, "628333333333", "hello", wagate_core::now());

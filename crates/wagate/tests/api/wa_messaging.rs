@@ -3,7 +3,7 @@
 //! order; an emulated phone and a session exchange end-to-end encrypted texts; read receipts,
 //! typing, number lookups, and reactions, edits and revocations both ways; images, voice notes
 //! and documents both ways with their bytes unchanged, and inbound media that cannot be had
-//! stored with an error.
+//! stored with an error; what the account sends from its own phone, stored as its own.
 
 use std::time::Duration;
 
@@ -267,6 +267,48 @@ async fn a_phone_and_a_whatsapp_session_exchange_texts_receipts_and_more() {
 }
 
 /// `len` bytes of a pattern seeded by `seed`.
+/// What the account sends from its own phone reaches its linked session as well (WhatsApp
+/// copies it to every device of the sender): the session stores it as its own outbound message,
+/// `sent`, announces it with `message.sent` (never `message.received`, so a bot answering
+/// `message.received` does not answer itself), and the recipient's receipts move it on. What the
+/// session sends through the API is not stored twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_the_account_sends_from_its_phone_are_stored_as_its_own() {
+    let (emulator, app) = setup().await;
+    let bob = "15550200402";
+    emulator.create_account(AccountSpec { phone: Some(bob.into()), ..AccountSpec::default() }).unwrap();
+    let me = "15550200401";
+    let (a, _) = paired_by_qr(&app, &emulator, me).await;
+
+    let typed = emulator.phone_send_text(me, bob, "typed on my phone").unwrap();
+    let got = stored(&app, &a, &typed).await;
+    assert_eq!(
+        (&got["direction"], &got["fromMe"], &got["status"], &got["text"]),
+        (&json!("outbound"), &json!(true), &json!("sent"), &json!("typed on my phone")),
+        "{got}"
+    );
+    assert_eq!(got["chatId"], format!("{bob}@s.whatsapp.net"), "the chat is the recipient's: {got}");
+    assert_eq!(got["fromPhone"], me, "{got}");
+    let announced = events(&app, &a, "message.sent", 1).await;
+    assert_eq!(announced[0]["data"]["waMessageId"], typed, "{announced:?}");
+    assert_eq!(announced[0]["data"]["id"], got["id"], "{announced:?}");
+
+    // Bob reads it on his phone: the receipt reaches the session and moves the message on.
+    emulator.phone_mark_read(bob, &[typed.as_str()]).unwrap();
+    let id = got["id"].as_str().unwrap();
+    status_reaches(&app, &a, id, "read").await;
+
+    // A message sent through the API: delivered, stored once, announced by its statuses only.
+    let api = send(&app, &a, json!({"to": bob, "text": "from the API"})).await;
+    status_reaches(&app, &a, api["id"].as_str().unwrap(), "delivered").await;
+    let all = app.get(&format!("/api/v1/sessions/{a}/messages?pageSize=100")).await.json();
+    let texts: Vec<&str> = all["messages"].as_array().unwrap().iter().filter_map(|m| m["text"].as_str()).collect();
+    assert_eq!(texts, ["from the API", "typed on my phone"], "newest first, each once: {all}");
+    let page = app.get(&format!("/api/v1/events?sessionId={a}&types=message.sent,message.received")).await.json();
+    let kinds: Vec<&str> = page["events"].as_array().unwrap().iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(kinds, ["message.sent"], "{page}");
+}
+
 fn pattern(len: usize, seed: u32) -> Vec<u8> {
     (0..len as u32).map(|i| (i.wrapping_mul(seed) % 251) as u8).collect()
 }

@@ -372,7 +372,7 @@ async fn bad_input_is_a_validation_error_naming_the_field() {
         (json!({}), "url"),
         (json!({"url": 7}), "url"),
         (json!({"url": url, "events": []}), "events"),
-        (json!({"url": url, "events": ["message.sent"]}), "events"),
+        (json!({"url": url, "events": ["message.deleted"]}), "events"),
         (json!({"url": url, "events": ["*", "session.status"]}), "events"),
         (json!({"url": url, "sessionId": "nope"}), "sessionId"),
         (json!({"url": url, "sessionId": wagate_core::SessionId::generate().to_string()}), "sessionId"),
