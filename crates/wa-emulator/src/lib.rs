@@ -67,6 +67,7 @@ pub use noise::Pattern;
 pub use state::{Account, AccountSpec, Device, PhoneMessage, PhoneReceipt};
 
 use media::MediaStore;
+use messaging::Fault;
 use noise::ServerIdentity;
 use phone::{CompanionHello, PrimaryHello};
 use server::{ConnTx, Outbound};
@@ -531,7 +532,7 @@ impl Emulator {
         let mut inner = self.shared.lock();
         let sender = inner.locate_text(from).ok_or_else(|| EmulatorError::NotFound(format!("no account {from}")))?;
         let target = inner.locate_text(to).ok_or_else(|| EmulatorError::NotFound(format!("no account {to}")))?;
-        let id = inner.phone_send(sender, target, message, false)?;
+        let id = inner.phone_send(sender, target, message, Fault::None)?;
         self.shared.save(&inner);
         Ok(id)
     }
@@ -554,11 +555,22 @@ impl Emulator {
     /// corrupted. The companion cannot decrypt them and sends a retry receipt; the phone
     /// answers it with a fresh session and the message again ([`ServerEvent::PhoneResent`]).
     pub fn phone_send_text_garbled(&self, from: &str, to: &str, text: &str) -> Result<String, EmulatorError> {
+        self.phone_send_faulty(from, to, text, Fault::Garbled)
+    }
+
+    /// Fault injection: like [`Emulator::phone_send_text_garbled`], but the phone keeps no copy,
+    /// so the companion's retry receipt goes unanswered and the message never decrypts (as when
+    /// the sender's phone lost it).
+    pub fn phone_send_text_lost(&self, from: &str, to: &str, text: &str) -> Result<String, EmulatorError> {
+        self.phone_send_faulty(from, to, text, Fault::Lost)
+    }
+
+    fn phone_send_faulty(&self, from: &str, to: &str, text: &str, fault: Fault) -> Result<String, EmulatorError> {
         let message = wa::Message { conversation: Some(text.to_owned()), ..Default::default() };
         let mut inner = self.shared.lock();
         let sender = inner.locate_text(from).ok_or_else(|| EmulatorError::NotFound(format!("no account {from}")))?;
         let target = inner.locate_text(to).ok_or_else(|| EmulatorError::NotFound(format!("no account {to}")))?;
-        let id = inner.phone_send(sender, target, &message, true)?;
+        let id = inner.phone_send(sender, target, &message, fault)?;
         self.shared.save(&inner);
         Ok(id)
     }

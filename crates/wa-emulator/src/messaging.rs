@@ -157,14 +157,15 @@ impl Inner {
 
     /// The phone of `from` encrypts `message` for every companion of `to` with keys, copies
     /// it to its own companions, and delivers both. Returns the message id.
-    /// With `garble`, the recipient's copies arrive corrupted (fault injection: the
-    /// companion cannot decrypt them and must ask again with a retry receipt).
+    /// With a `fault`, the recipient's copies arrive corrupted (fault injection: the companion
+    /// cannot decrypt them and must ask again with a retry receipt, which [`Fault::Lost`]
+    /// leaves unanswered).
     pub(crate) fn phone_send(
         &mut self,
         from: usize,
         to: usize,
         message: &wa::Message,
-        garble: bool,
+        fault: Fault,
     ) -> Result<String, EmulatorError> {
         let id = message_id();
         let now = unix_now();
@@ -182,12 +183,8 @@ impl Inner {
         for (account, device, content) in targets {
             let node = match self.phone_encrypt(from, account, device, &content) {
                 Ok((kind, mut data)) => {
-                    if garble && account == to {
-                        // The MAC ends both message kinds: the envelope still parses, and
-                        // the decryption fails as it does on a real broken session.
-                        if let Some(last) = data.last_mut() {
-                            *last ^= 0x5a;
-                        }
+                    if fault != Fault::None && account == to {
+                        corrupt_mac(kind, &mut data);
                     }
                     let mut b = NodeBuilder::new("message")
                         .attr("from", Jid::pn(self.accounts[from].phone.as_str()))
@@ -210,9 +207,11 @@ impl Inner {
             delivered += 1;
         }
         let from_account = &mut self.accounts[from];
-        from_account.sent.push(SentMessage { id: id.clone(), chat, raw: message.encode_to_vec() });
-        if from_account.sent.len() > KEEP_SENT {
-            from_account.sent.remove(0);
+        if fault != Fault::Lost {
+            from_account.sent.push(SentMessage { id: id.clone(), chat, raw: message.encode_to_vec() });
+            if from_account.sent.len() > KEEP_SENT {
+                from_account.sent.remove(0);
+            }
         }
         if from != to && self.accounts[to].devices.is_empty() {
             // Phone to phone: both ends are emulated, the message lands in the inbox as is.
@@ -1256,6 +1255,34 @@ fn error_user(jid: &str, code: u16, text: &str) -> Node {
         .attr("jid", jid.to_owned())
         .children([NodeBuilder::new("error").attr("code", code.to_string()).attr("text", text.to_owned()).build()])
         .build()
+}
+
+
+/// Faults [`Inner::phone_send`] can inject into the recipient's copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fault {
+    None,
+    /// Corrupted; the phone answers the companion's retry receipt with the message again.
+    Garbled,
+    /// Corrupted, and the phone keeps no copy: a retry receipt finds nothing to send again.
+    Lost,
+}
+
+/// Flips a byte of the MAC that ends the Signal message in `data` (a `msg`, or the one inside
+/// a `pkmsg`): the envelope still parses, and the decryption fails as it does on a real broken
+/// session. (A `pkmsg` does not end with its inner message: flipping its last byte changed a
+/// key id that an established session never reads, and the copy decrypted.)
+fn corrupt_mac(kind: &str, data: &mut [u8]) {
+    let end = match kind {
+        "pkmsg" => whatsapp_rust::wacore::libsignal::protocol::PreKeySignalMessage::try_from(&*data).ok().and_then(|m| {
+            let inner = m.message().serialized();
+            data.windows(inner.len()).position(|w| w == inner).map(|at| at + inner.len())
+        }),
+        _ => Some(data.len()),
+    };
+    if let Some(end) = end.filter(|&end| end > 0) {
+        data[end - 1] ^= 0x5a;
+    }
 }
 
 #[cfg(test)]

@@ -411,24 +411,38 @@ async fn inbound_that_cannot_be_had_is_stored_with_an_error_not_dropped() {
         let served = app.get(&format!("/api/v1/sessions/{a}/messages/{}/media", got["id"].as_str().unwrap())).await;
         served.assert_error(404, "not_found");
     }
-    // A message the session cannot decrypt at first: the client asks the phone to send it
-    // again, and the session stores it once, decrypted, with no error. (The client reports a
-    // message as undecryptable only when it gives up; that placeholder, and its replacement by
-    // a later copy, are proven by the mapping's unit test and the store behaviour test.)
+    // A message the client cannot decrypt, which the phone cannot send again (it kept no
+    // copy): stored as a placeholder with an error and its event, not dropped.
+    let lost = emulator.phone_send_text_lost(bob, mine, "never readable").unwrap();
+    let got = stored(&app, &a, &lost).await;
+    assert_eq!((got["type"].as_str(), got["error"]["code"].as_str()), (Some("unsupported"), Some("undecryptable")), "{got}");
+    assert_eq!((got["text"].clone(), got["fromPhone"].clone()), (Value::Null, json!(bob)), "{got}");
+    let announced = poll(&app, &format!("/api/v1/events?sessionId={a}&types=message.received&pageSize=500"), |page| {
+        page["events"].as_array()?.iter().find(|e| e["data"]["waMessageId"] == lost.as_str()).cloned()
+    })
+    .await;
+    assert_eq!(announced["data"]["error"]["code"], "undecryptable", "{announced}");
+
+    // A message the client cannot decrypt at first: it asks the phone to send it again, and
+    // the session ends with the message decrypted, with no error, under one id (a placeholder
+    // stored before the copy arrived gives way to it, and a second event follows).
     let garbled = emulator.phone_send_text_garbled(bob, mine, "say again?").unwrap();
     let got = poll(&app, &format!("/api/v1/sessions/{a}/messages?pageSize=100"), |v| {
         v["messages"].as_array()?.iter().find(|m| m["waMessageId"] == garbled.as_str() && m["text"] == "say again?").cloned()
     })
     .await;
     assert_eq!((got["type"].as_str(), got["error"].clone()), (Some("text"), Value::Null), "{got}");
-    let received: Vec<Value> = events(&app, &a, "message.received", 3)
+    let received: Vec<Value> = events(&app, &a, "message.received", 4)
         .await
         .into_iter()
         .filter(|e| e["data"]["waMessageId"] == garbled.as_str())
         .map(|e| e["data"].clone())
         .collect();
-    assert_eq!(received.last().map(|m| m["id"].clone()), Some(got["id"].clone()), "{received:?}");
+    assert!(received.iter().all(|m| m["id"] == got["id"]), "one message: {received:?}");
     assert_eq!(received.last().map(|m| m["error"].clone()), Some(Value::Null), "{received:?}");
+    if let [placeholder, _] = received.as_slice() {
+        assert_eq!(placeholder["error"]["code"], "undecryptable", "{received:?}");
+    }
 
     // The session goes on receiving.
     let after = emulator.phone_send_text(bob, mine, "still there?").unwrap();
