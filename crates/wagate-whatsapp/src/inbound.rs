@@ -458,7 +458,7 @@ mod tests {
     }
 
     #[test]
-    fn other_kinds_are_unsupported_with_their_name_and_own_messages_are_skipped() {
+    fn other_kinds_are_unsupported_with_their_name_and_key_shares_are_skipped() {
         let ptv = wa::Message { ptv_message: MessageField::some(Default::default()), ..Default::default() };
         let Some(Traffic::Message(m)) = traffic_of(&ptv, &lid_info(), None) else { panic!() };
         assert_eq!(m.content, Content::Unsupported { raw: "ptv".into() });
@@ -472,7 +472,6 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(traffic_of(&keys_only, &lid_info(), None), None);
-
     }
 
     /// What this account sent from its phone comes to its companions with the recipient as the
