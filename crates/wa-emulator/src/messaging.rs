@@ -1257,7 +1257,6 @@ fn error_user(jid: &str, code: u16, text: &str) -> Node {
         .build()
 }
 
-
 /// Faults [`Inner::phone_send`] can inject into the recipient's copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Fault {

@@ -185,7 +185,6 @@ pub(crate) fn downloadable_of(message: &wa::Message) -> Option<&dyn Downloadable
     found
 }
 
-/// The type to assume for media of `kind` that came without one.
 /// The first phone number of a vCard (`TEL;waid=628…:+62 8…` or `TEL:+62…`), digits only.
 fn vcard_phone(vcard: &str) -> Option<String> {
     vcard.lines().find_map(|line| {
